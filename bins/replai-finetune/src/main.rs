@@ -1,0 +1,98 @@
+//! `replai-finetune`: full fine-tuning of a pretrained (or randomly initialised) video encoder
+//! with a dropout + linear verb/noun classifier, classifier-only warm-up first, evaluated at
+//! video level on the synthetic world's held-out videos.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use av_train::finetune::finetune;
+use av_train::pipeline::{format_metrics, probe_data, world_for};
+use av_train::probe::metrics_json;
+use av_train::Config;
+use clap::Parser;
+
+/// Full fine-tuning; `key=value` arguments override config keys (section `finetune`).
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about,
+    after_help = "Examples:\n  replai-finetune --checkpoint runs/synthetic\n  replai-finetune --random finetune.epochs=4"
+)]
+struct Args {
+    /// Pretrained checkpoint: run directory, state `.json` or weights file.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Start from the random initialisation instead.
+    #[arg(long)]
+    random: bool,
+    /// Config; defaults to the pretraining run's `config.toml`, else the built-in defaults.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Output directory (default: `<run>/finetune` or `runs/finetune-random`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue an interrupted fine-tuning run in `--out`.
+    #[arg(long)]
+    resume: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Config overrides, `section.key=value`.
+    overrides: Vec<String>,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if args.checkpoint.is_none() && !args.random {
+        anyhow::bail!("give --checkpoint <run dir | state .json | weights> or --random");
+    }
+    let run = args
+        .checkpoint
+        .as_deref()
+        .filter(|p| p.is_dir() && p.join("config.toml").is_file())
+        .map(Path::to_path_buf);
+    let config_path = args
+        .config
+        .clone()
+        .or_else(|| run.as_ref().map(|r| r.join("config.toml")));
+    let mut overrides = vec![format!(
+        "model.resume={}",
+        if args.resume { "auto" } else { "" }
+    )];
+    overrides.extend(args.overrides.iter().cloned());
+    let cfg =
+        Config::load(config_path.as_deref(), &overrides).context("loading the configuration")?;
+    let out = args.out.clone().unwrap_or_else(|| match &run {
+        Some(r) if !args.random => r.join("finetune"),
+        _ => PathBuf::from(&cfg.run.out_dir).join("finetune-random"),
+    });
+    let world = world_for(&cfg)?;
+    let data = probe_data(&cfg, world.as_ref())?;
+    let init = if args.random {
+        None
+    } else {
+        args.checkpoint.as_deref()
+    };
+    let res = finetune(&cfg, init, &data, &out, args.quiet).context("fine-tuning failed")?;
+    println!(
+        "fine-tuned ({} epochs this run): {}",
+        res.epoch_losses.len(),
+        format_metrics(&res.metrics)
+    );
+    let json = serde_json::json!({ "finetune": metrics_json(&res.metrics), "epoch_losses": res.epoch_losses, "init": args.checkpoint });
+    let path = out.join("finetune.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "results: {}; checkpoint: {}",
+        path.display(),
+        res.checkpoint.display()
+    );
+    Ok(())
+}

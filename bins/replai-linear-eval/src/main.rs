@@ -1,0 +1,124 @@
+//! `replai-linear-eval`: linear probe of a frozen video encoder.
+//!
+//! Uses exactly the probe code of `replai-pretrain`, so probing a pretraining run's checkpoint
+//! (or the random init, `--random`) with that run's config reproduces its `probe.json` numbers.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use av_train::pipeline::{cache_dir, format_metrics, probe_data, probe_encoder, world_for};
+use av_train::probe::metrics_json;
+use av_train::Config;
+use clap::Parser;
+
+/// Linear-probe evaluation; `key=value` arguments override config keys.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about,
+    after_help = "Examples:\n  replai-linear-eval --checkpoint runs/synthetic\n  replai-linear-eval --checkpoint runs/synthetic --random\n  replai-linear-eval --checkpoint runs/synthetic --few-shot-ratio 0.25 --unseen-verbs 0,1"
+)]
+struct Args {
+    /// Checkpoint: a run directory, a checkpoint state `.json`, or a weights file
+    /// (`.safetensors`, RepLAI/AVID `.pth`).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Probe the random initialisation (of `run.seed`) instead of the checkpoint's weights.
+    #[arg(long)]
+    random: bool,
+    /// Config; defaults to the run directory's `config.toml`, else the built-in defaults.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Keep this fraction of training segments per class (concept generalisation / few-shot).
+    #[arg(long)]
+    few_shot_ratio: Option<f64>,
+    /// Verb classes held out of probe training (comma-separated ids).
+    #[arg(long, value_delimiter = ',')]
+    unseen_verbs: Vec<usize>,
+    /// Where to write the results JSON and confusion matrices (default: next to the checkpoint).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Config overrides, `section.key=value`.
+    overrides: Vec<String>,
+}
+
+fn run_dir_of(p: &Path) -> Option<PathBuf> {
+    if p.is_dir() {
+        if p.join("config.toml").is_file() {
+            return Some(p.to_path_buf());
+        }
+        return p
+            .parent()
+            .filter(|d| d.join("config.toml").is_file())
+            .map(Path::to_path_buf);
+    }
+    // <run>/checkpoints/<file>
+    p.parent()
+        .and_then(Path::parent)
+        .filter(|d| d.join("config.toml").is_file())
+        .map(Path::to_path_buf)
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if args.checkpoint.is_none() && !args.random {
+        bail!("give --checkpoint <run dir | state .json | weights> or --random");
+    }
+    let run = args.checkpoint.as_deref().and_then(run_dir_of);
+    let config_path = args
+        .config
+        .clone()
+        .or_else(|| run.as_ref().map(|r| r.join("config.toml")));
+    let mut overrides = args.overrides.clone();
+    if let Some(r) = args.few_shot_ratio {
+        overrides.push(format!("probe.few_shot_ratio={r}"));
+    }
+    if !args.unseen_verbs.is_empty() {
+        let list: Vec<String> = args.unseen_verbs.iter().map(|v| v.to_string()).collect();
+        overrides.push(format!("probe.unseen_verbs=[{}]", list.join(",")));
+    }
+    // A saved run config may itself ask to resume; evaluation never does.
+    overrides.push("model.resume=".into());
+    let cfg = Config::load(config_path.as_deref(), &overrides)
+        .with_context(|| format!("loading the configuration {:?}", config_path))?;
+    let out = args
+        .out
+        .clone()
+        .or_else(|| run.clone())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let world = world_for(&cfg)?;
+    let data = probe_data(&cfg, world.as_ref())?;
+    let ckpt = if args.random {
+        None
+    } else {
+        args.checkpoint.as_deref()
+    };
+    let label = if args.random { "random" } else { "pretrained" };
+    let cache = cache_dir(&cfg, run.as_deref().unwrap_or(&out));
+    let m = probe_encoder(
+        &cfg,
+        ckpt,
+        &data,
+        Some(&cache),
+        Some(&out.join("linear_eval")),
+    )
+    .context("linear probe failed")?;
+    println!("{label:<10} {}", format_metrics(&m));
+    println!(
+        "mean per-class accuracy: verb {:.1}, noun {:.1}; {} training views, {} evaluation segments",
+        m.verb.mean_class_accuracy, m.noun.mean_class_accuracy, m.counts[1], m.counts[2]
+    );
+    let json = serde_json::json!({ label: metrics_json(&m), "checkpoint": args.checkpoint, "config": config_path });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join(format!("linear_eval_{label}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("results: {}", path.display());
+    Ok(())
+}

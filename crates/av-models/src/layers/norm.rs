@@ -1,0 +1,121 @@
+//! Batch normalisation over any rank with PyTorch's running-statistics semantics.
+
+use candle_core::{ModuleT, Result, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+
+use crate::error::bad_input;
+
+/// PyTorch's BatchNorm{1,2,3}d: channel axis 1, statistics over every other axis.
+///
+/// Train mode normalises with the biased batch variance and updates the running stats
+/// as `new = (1 - momentum) old + momentum batch` using the unbiased variance; eval mode
+/// uses the running stats. The running stats are `Var`s named `running_mean` /
+/// `running_var` (in the VarMap when built from one, so they are saved with the model).
+/// `num_batches_tracked` is not kept: it only matters for `momentum = None`.
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+}
+
+/// Builds a [`BatchNorm`] with PyTorch defaults (eps 1e-5, momentum 0.1, affine) from
+/// `<prefix>.{weight,bias,running_mean,running_var}`.
+pub fn batch_norm(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
+    let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
+    let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
+    let running_mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?;
+    let running_var = vb.get_with_hints(channels, "running_var", Init::Const(1.0))?;
+    Ok(BatchNorm {
+        weight,
+        bias,
+        running_mean: Var::from_tensor(&running_mean)?,
+        running_var: Var::from_tensor(&running_var)?,
+        eps: 1e-5,
+        momentum: 0.1,
+    })
+}
+
+impl BatchNorm {
+    /// Number of channels.
+    pub fn channels(&self) -> usize {
+        self.weight.elem_count()
+    }
+
+    /// Current running mean.
+    pub fn running_mean(&self) -> &Tensor {
+        self.running_mean.as_tensor()
+    }
+
+    /// Current running (unbiased) variance.
+    pub fn running_var(&self) -> &Tensor {
+        self.running_var.as_tensor()
+    }
+
+    /// Sets eps and momentum (PyTorch defaults 1e-5 and 0.1).
+    pub fn with_eps_momentum(mut self, eps: f64, momentum: f64) -> Self {
+        self.eps = eps;
+        self.momentum = momentum;
+        self
+    }
+
+    /// Reshapes a per-channel vector to broadcast against (B, C, rest).
+    fn per_channel(v: &Tensor) -> Result<Tensor> {
+        v.reshape((1, (), 1))
+    }
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = self.channels();
+        if x.rank() < 2 || x.dim(1)? != c {
+            return Err(bad_input(
+                "batch-norm input",
+                format!("expected (B, {c}, ...), got shape {:?}", x.dims()),
+            ));
+        }
+        let dims = x.dims().to_vec();
+        let b = dims[0];
+        let x3 = x.reshape((b, c, ()))?;
+        let n = b * x3.dim(2)?;
+        let w = Self::per_channel(&self.weight)?;
+        let bias = Self::per_channel(&self.bias)?;
+        let y = if train {
+            if n < 2 {
+                return Err(bad_input(
+                    "batch-norm input",
+                    format!("train mode needs more than 1 value per channel, got shape {dims:?}"),
+                ));
+            }
+            let mean = (x3.sum_keepdim(2)?.sum_keepdim(0)? / n as f64)?;
+            let centred = x3.broadcast_sub(&mean)?;
+            let var = (centred.sqr()?.sum_keepdim(2)?.sum_keepdim(0)? / n as f64)?;
+            // Running stats: detached, in the stats' own dtype.
+            let dt = self.running_mean.dtype();
+            let m = self.momentum;
+            let batch_mean = mean.detach().flatten_all()?.to_dtype(dt)?;
+            let unbiased =
+                (var.detach().flatten_all()? * (n as f64 / (n as f64 - 1.0)))?.to_dtype(dt)?;
+            let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (batch_mean * m)?)?;
+            let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+            self.running_mean.set(&new_mean)?;
+            self.running_var.set(&new_var)?;
+            centred
+                .broadcast_div(&(var + self.eps)?.sqrt()?)?
+                .broadcast_mul(&w)?
+                .broadcast_add(&bias)?
+        } else {
+            let dt = x.dtype();
+            let rm = Self::per_channel(&self.running_mean.as_tensor().to_dtype(dt)?)?;
+            let rv = Self::per_channel(&self.running_var.as_tensor().to_dtype(dt)?)?;
+            x3.broadcast_sub(&rm)?
+                .broadcast_div(&(rv + self.eps)?.sqrt()?)?
+                .broadcast_mul(&w)?
+                .broadcast_add(&bias)?
+        };
+        y.reshape(dims)
+    }
+}

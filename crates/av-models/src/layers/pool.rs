@@ -1,0 +1,83 @@
+//! Max pooling (windowed and global) and global average pooling for any rank.
+
+use candle_core::{Module, Result, Tensor};
+
+use super::ops::max_window;
+use crate::error::bad_input;
+
+/// Windowed max pooling over the trailing `N` dimensions (e.g. N = 3 for MaxPool3d on
+/// (B, C, T, H, W)), padding with -inf like PyTorch, `ceil_mode = False`.
+///
+/// Built as elementwise maxima of strided views, one axis at a time (max is separable),
+/// because candle's `max_pool2d` backward is wrong (k = s) or missing (k != s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPool<const N: usize> {
+    /// Window size per pooled axis.
+    pub kernel: [usize; N],
+    /// Stride per pooled axis.
+    pub stride: [usize; N],
+    /// -inf padding per pooled axis (both sides).
+    pub padding: [usize; N],
+}
+
+impl<const N: usize> Module for MaxPool<N> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let rank = x.rank();
+        if rank < N + 1 {
+            return Err(bad_input(
+                "max-pool input",
+                format!("expected at least rank {}, got shape {:?}", N + 1, x.dims()),
+            ));
+        }
+        let mut y = x.clone();
+        for i in 0..N {
+            if 2 * self.padding[i] > self.kernel[i] {
+                return Err(bad_input(
+                    "max-pool",
+                    format!(
+                        "padding {:?} exceeds half the kernel {:?}",
+                        self.padding, self.kernel
+                    ),
+                ));
+            }
+            y = max_window(
+                &y,
+                rank - N + i,
+                self.kernel[i],
+                self.stride[i],
+                self.padding[i],
+            )?;
+        }
+        Ok(y)
+    }
+}
+
+/// Global max over all axes after the channel axis: (B, C, ...) -> (B, C), like
+/// `AdaptiveMaxPool{2,3}d(1)` followed by `flatten(1)`.
+pub fn global_max_pool(x: &Tensor) -> Result<Tensor> {
+    if x.rank() < 3 {
+        return Err(bad_input(
+            "global-pool input",
+            format!(
+                "expected (B, C, ...) with at least one pooled axis, got {:?}",
+                x.dims()
+            ),
+        ));
+    }
+    x.flatten_from(2)?.max(2)
+}
+
+/// Global mean over all axes after the channel axis: (B, C, ...) -> (B, C), like
+/// `AdaptiveAvgPool3d(1)` followed by `flatten(1)` (torchvision's video ResNets).
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    if x.rank() < 3 {
+        return Err(bad_input(
+            "global-pool input",
+            format!(
+                "expected (B, C, ...) with at least one pooled axis, got {:?}",
+                x.dims()
+            ),
+        ));
+    }
+    x.flatten_from(2)?.mean(2)
+}

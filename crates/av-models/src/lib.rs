@@ -1,0 +1,67 @@
+//! Encoders (AVID R(2+1)D-18, AVID audio CNN), projection heads and checkpoint import in
+//! candle, name-compatible with PyTorch.
+//!
+//! Every model takes a `candle_nn::VarBuilder` whose variable names are exactly the
+//! reference state-dict keys (wrapper prefixes stripped), so `VarMap::save` writes a
+//! PyTorch-compatible safetensors file and real AVID / RepLAI / torchvision weights load
+//! through [`checkpoint`]. BatchNorm running statistics are variables too
+//! (`running_mean`, `running_var`): exclude them from weight decay and from the optimiser.
+//!
+//! candle 0.11.1 has no 3-D convolution or pooling and several CPU backward paths are
+//! wrong (`conv1d` weight grad, `max_pool2d`, `softmax_last_dim`, strided conv2d with
+//! uneven remainders); [`layers`] builds everything from ops whose gradients are checked
+//! by finite differences in this crate's tests.
+//!
+//! ```
+//! use av_models::{AudioCnn, AudioCnnConfig};
+//! use candle_core::{DType, Device, ModuleT, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//!
+//! let varmap = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let net = AudioCnn::new(&AudioCnnConfig::default().with_width(0.125), vb)?;
+//! let x = Tensor::zeros((2, 1, 125, 80), DType::F32, &Device::Cpu)?;
+//! assert_eq!(net.forward_t(&x, false)?.dims(), &[2, net.out_dim()]);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+pub mod audio;
+pub mod checkpoint;
+pub mod error;
+pub mod heads;
+pub mod layers;
+pub mod video;
+
+pub use audio::{AudioCnn, AudioCnnConfig};
+pub use checkpoint::{
+    check_finite, load_into, load_tensors, save_safetensors, strip_prefix, LoadReport,
+};
+pub use error::{ModelError, Result};
+pub use heads::{
+    l2_normalize, LinearClassifier, MultiTaskClassifier, ReplaiHeads, ReplaiHeadsConfig,
+    VicregExpander, VicregExpanderConfig, XidHead, XidHeadConfig,
+};
+pub use layers::{BatchNorm, Mlp};
+pub use video::{GlobalPool, R2Plus1d, R2Plus1dConfig, VideoLayout};
+
+/// Number of trainable parameters (every variable except BatchNorm running statistics).
+pub fn num_trainable_params(varmap: &candle_nn::VarMap) -> usize {
+    varmap
+        .data()
+        .lock()
+        .map(|vars| {
+            vars.iter()
+                .filter(|(k, _)| is_trainable(k))
+                .map(|(_, v)| v.elem_count())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// False for BatchNorm buffers (`running_mean`, `running_var`, `num_batches_tracked`),
+/// which must be excluded from optimisers and weight decay.
+pub fn is_trainable(name: &str) -> bool {
+    !(name.ends_with("running_mean")
+        || name.ends_with("running_var")
+        || name.ends_with("num_batches_tracked"))
+}
