@@ -369,12 +369,19 @@ fn ffmpeg_decodes_opus_and_multichannel_aac() -> anyhow::Result<()> {
     // encoder, so the 440 Hz tone is absent there and the plain mean is lower).
     let k = b.n_frames();
     let amp = tone_amplitude(&b.channels[0][k / 8..k - k / 8], 48_000, 440.0);
-    assert!((amp - 0.125).abs() < 0.015, "5.1 front-left amplitude {amp}");
+    assert!(
+        (amp - 0.125).abs() < 0.015,
+        "5.1 front-left amplitude {amp}"
+    );
     // Mono is the arithmetic mean of the six channels, as the reference's ToMono.
     let m = b.mono();
     for i in [k / 4, k / 2, 3 * k / 4] {
         let mean = b.channels.iter().map(|c| c[i]).sum::<f32>() / 6.0;
-        assert!((m[i] - mean).abs() < 1e-6, "mono[{i}] {} vs mean {mean}", m[i]);
+        assert!(
+            (m[i] - mean).abs() < 1e-6,
+            "mono[{i}] {} vs mean {mean}",
+            m[i]
+        );
     }
     Ok(())
 }
