@@ -1,7 +1,7 @@
 //! Video sources (MP4 via FFmpeg, frame folders, in-memory), frame-accurate clip reads, clip
 //! transforms and the RepLAI before/after sample builder.
 //!
-//! * [`VideoSource`] is the one interface; [`FfmpegSource`] (feature `ffmpeg`),
+//! * [`VideoSource`] is the one interface; `FfmpegSource` (feature `ffmpeg`),
 //!   [`FrameFolderSource`] and [`InMemorySource`] implement it, and [`open_source`] picks one.
 //! * [`clip_tensor`] and [`ClipSpec`] turn frames into normalised `(3, T, H, W)` clips.
 //! * [`ReplaiSampler`] builds the `(video_before, video_after, audio)` triplet around a moment of
