@@ -202,11 +202,12 @@ impl OneCycle {
                 },
             ]
         };
-        // PyTorch divides by (end - start) of the phase it is in: a phase of length <= 0 would
-        // divide by zero or run backwards.
+        // PyTorch divides by (end - start) of the phase a step falls in. A phase that ends before
+        // step 0 (short runs: `pct_start * total < 1`) is never entered and is harmless; one that
+        // steps can reach with no length would divide by zero (Python raises there).
         let mut start = 0.0;
         for (i, p) in phases.iter().enumerate() {
-            if p.end_step <= start {
+            if p.end_step >= 0.0 && p.end_step <= start {
                 return Err(bad(format!(
                     "phase {} has no length (ends at step {} but starts at {start}); \
                      increase total_steps or change pct_start",
@@ -383,12 +384,37 @@ mod tests {
 
     #[test]
     fn one_cycle_rejects_empty_phases() {
-        assert!(OneCycle::new(OneCycleConfig::new(0.1, 1)).is_err());
         assert!(OneCycle::new(OneCycleConfig::new(0.1, 0)).is_err());
         assert!(OneCycle::new(OneCycleConfig::new(0.1, 10)).is_ok());
+        // pct_start * total == 1: phase 1 ends at step 0 where it starts (PyTorch: 0/0).
+        let mut c = OneCycleConfig::new(0.1, 4);
+        c.pct_start = 0.25;
+        assert!(OneCycle::new(c).is_err());
         let mut c = OneCycleConfig::new(0.1, 100);
         c.pct_start = 1.5;
         assert!(OneCycle::new(c).is_err());
+    }
+
+    #[test]
+    fn one_cycle_short_runs_skip_the_warmup_like_pytorch() -> crate::Result<()> {
+        // torch.optim.lr_scheduler.OneCycleLR(max_lr=0.05, total_steps=t), lr after s steps
+        // (torch 2.15): phase 1 ends before step 0 and is never entered.
+        let expected: [(usize, &[f64]); 3] = [
+            (1, &[2e-07]),
+            (2, &[0.04058728269748815, 2e-07]),
+            (3, &[0.049720771772545594, 0.023131855133348752, 2e-07]),
+        ];
+        for (total, lrs) in expected {
+            let s = OneCycle::new(OneCycleConfig::new(0.05, total))?;
+            for (step, want) in lrs.iter().enumerate() {
+                let got = s.lr(step);
+                assert!(
+                    (got - want).abs() < 1e-12,
+                    "total {total} step {step}: {got} vs {want}"
+                );
+            }
+        }
+        Ok(())
     }
 
     #[test]

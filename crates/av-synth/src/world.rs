@@ -1,6 +1,8 @@
 //! The world: a validated configuration, the cheap per-video timelines, and rendering of
 //! videos either all at once (in parallel) or one at a time on demand.
 
+use std::sync::Arc;
+
 use ndarray::Array3;
 use rayon::prelude::*;
 
@@ -16,10 +18,11 @@ use crate::sound::render_audio;
 pub struct SynthVideo {
     /// Timeline and metadata (ids, split, interactions, distractors, states).
     pub script: VideoScript,
-    /// Frames, each `(height, width, 3)` RGB; frame k is shown at `k / fps`.
-    pub frames: Vec<Array3<u8>>,
-    /// Mono audio in `[-1, 1]` at `script.sample_rate`, sample 0 at time 0.
-    pub audio: Vec<f32>,
+    /// Frames, each `(height, width, 3)` RGB; frame k is shown at `k / fps`. Shared, so that
+    /// sources opened per training sample do not copy the video.
+    pub frames: Arc<[Array3<u8>]>,
+    /// Mono audio in `[-1, 1]` at `script.sample_rate`, sample 0 at time 0 (shared likewise).
+    pub audio: Arc<[f32]>,
 }
 
 impl SynthVideo {
@@ -58,26 +61,16 @@ impl SynthVideo {
         self.script.duration_s
     }
 
-    /// A video source for the sampler; copies frames and audio (see [`Self::into_source`]).
+    /// A video source for the sampler; shares frames and audio with this video (no copy).
     pub fn to_source(&self) -> Result<av_video::InMemorySource, SynthError> {
-        self.clone().into_source()
-    }
-
-    /// A video source for the sampler, consuming the video to avoid copying the frames.
-    pub fn into_source(self) -> Result<av_video::InMemorySource, SynthError> {
-        let SynthVideo {
-            script,
-            frames,
-            audio,
-        } = self;
-        av_video::InMemorySource::new(
-            script.video_id.clone(),
-            frames,
-            script.fps,
-            Some((audio, script.sample_rate)),
+        av_video::InMemorySource::shared(
+            self.script.video_id.clone(),
+            Arc::clone(&self.frames),
+            self.script.fps,
+            Some((Arc::clone(&self.audio), self.script.sample_rate)),
         )
         .map_err(|source| SynthError::Source {
-            video_id: script.video_id,
+            video_id: self.script.video_id.clone(),
             source: Box::new(source),
         })
     }
@@ -97,8 +90,8 @@ pub struct World {
 fn render(cfg: &WorldConfig, script: &VideoScript) -> SynthVideo {
     SynthVideo {
         script: script.clone(),
-        frames: render_frames(cfg, script),
-        audio: render_audio(cfg, script),
+        frames: render_frames(cfg, script).into(),
+        audio: render_audio(cfg, script).into(),
     }
 }
 

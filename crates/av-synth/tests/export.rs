@@ -105,7 +105,7 @@ fn export_round_trip() -> anyhow::Result<()> {
     assert_eq!(audio.len(), v.audio.len());
     let max_err = audio
         .iter()
-        .zip(&v.audio)
+        .zip(v.audio.iter())
         .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(max_err < 1e-6, "WAV round trip error {max_err}");
     Ok(())

@@ -302,7 +302,7 @@ fn in_memory_source_matches_the_video() -> anyhow::Result<()> {
         .read_audio()?
         .ok_or_else(|| anyhow::anyhow!("no audio"))?;
     assert_eq!(rate, 44_100);
-    assert_eq!(audio, v.audio);
+    assert_eq!(audio[..], v.audio[..]);
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The [`VideoSource`] trait, the in-memory source and [`open_source`].
 
 use std::path::Path;
+use std::sync::Arc;
 
 use ndarray::Array3;
 
@@ -163,12 +164,13 @@ pub(crate) fn check_frame(
 
 /// A clip held in memory: synthetic worlds, tests, and frames produced by another program.
 ///
-/// Frame `i` has timestamp `i / fps`; audio sample 0 is at time 0.
+/// Frame `i` has timestamp `i / fps`; audio sample 0 is at time 0. Frames and audio are shared
+/// (`Arc`), so a data loader can open the same video for every sample without copying it.
 #[derive(Debug, Clone)]
 pub struct InMemorySource {
     name: String,
-    frames: Vec<Array3<u8>>,
-    audio: Option<(Vec<f32>, u32)>,
+    frames: Arc<[Array3<u8>]>,
+    audio: Option<(Arc<[f32]>, u32)>,
     meta: VideoMeta,
 }
 
@@ -179,6 +181,16 @@ impl InMemorySource {
         frames: Vec<Array3<u8>>,
         fps: f64,
         audio: Option<(Vec<f32>, u32)>,
+    ) -> Result<Self, VideoError> {
+        Self::shared(name, frames.into(), fps, audio.map(|(a, r)| (a.into(), r)))
+    }
+
+    /// Like [`Self::new`] over frames and audio that are already shared: no copy is made.
+    pub fn shared(
+        name: impl Into<String>,
+        frames: Arc<[Array3<u8>]>,
+        fps: f64,
+        audio: Option<(Arc<[f32]>, u32)>,
     ) -> Result<Self, VideoError> {
         let name = name.into();
         if !(fps.is_finite() && fps > 0.0) {
@@ -257,7 +269,18 @@ impl VideoSource for InMemorySource {
     }
 
     fn read_audio(&mut self) -> Result<Option<(Vec<f32>, u32)>, VideoError> {
-        Ok(self.audio.clone())
+        Ok(self.audio.as_ref().map(|(a, r)| (a.to_vec(), *r)))
+    }
+
+    fn read_audio_window(
+        &mut self,
+        t0_s: f64,
+        t1_s: f64,
+    ) -> Result<Option<(Vec<f32>, u32)>, VideoError> {
+        Ok(self.audio.as_ref().map(|(samples, rate)| {
+            let (i0, i1) = crate::sampler::audio_slice(samples.len(), *rate, (t0_s, t1_s));
+            (samples[i0..i1.max(i0)].to_vec(), *rate)
+        }))
     }
 
     fn name(&self) -> &str {

@@ -9,7 +9,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use super::ops::{conv2d_padded, out_len, pad_for_window, subsample};
+use super::ops::{conv2d_padded, out_len, pad_for_window, subsample, unfold};
 use crate::error::bad_input;
 
 /// Geometry of a 3-D convolution, in PyTorch's (t, h, w) order.
@@ -95,6 +95,13 @@ impl Conv3d {
         let [kt, _, _] = self.cfg.kernel;
         let [st, _, _] = self.cfg.stride;
         let [pt, _, _] = self.cfg.padding;
+        if x.device().is_cpu() {
+            // (B, C, T, H, W) as (B, C, T, H*W): a (kt, 1) unfold gives (B, C*kt, T'*H*W).
+            let (b, c, t, h, w) = x.dims5()?;
+            let cols = unfold(&x.reshape((b, c, t, h * w))?, (kt, 1), (st, 1), (pt, 0))?;
+            let t_out = cols.dim(2)? / (h * w);
+            return cols.reshape((b, c, kt, t_out, h, w));
+        }
         let xp = pad_for_window(x, 2, kt, st, pt, 0.0)?;
         let t_out = (xp.dim(2)? - kt) / st + 1;
         if kt == 1 {

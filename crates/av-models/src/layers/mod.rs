@@ -1,11 +1,13 @@
 //! Layers over candle that avoid its broken CPU backward paths (see the crate docs):
 //! no conv1d, no max_pool2d, no softmax_last_dim anywhere in a training path.
 
+pub mod bn_fused;
 pub mod conv;
 pub mod mlp;
 pub mod norm;
 pub mod ops;
 pub mod pool;
+pub mod unfold;
 
 pub use conv::{conv2d, conv3d, Conv2d, Conv3d, Conv3dConfig};
 pub use mlp::{linear, LinearInit, Mlp, MlpBn};

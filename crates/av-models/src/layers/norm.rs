@@ -1,6 +1,6 @@
 //! Batch normalisation over any rank with PyTorch's running-statistics semantics.
 
-use candle_core::{ModuleT, Result, Tensor, Var};
+use candle_core::{DType, ModuleT, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 use crate::error::bad_input;
@@ -89,6 +89,30 @@ impl ModuleT for BatchNorm {
                     "batch-norm input",
                     format!("train mode needs more than 1 value per channel, got shape {dims:?}"),
                 ));
+            }
+            let dt = x.dtype();
+            let fused = x.device().is_cpu()
+                && matches!(dt, DType::F32 | DType::F64)
+                && self.weight.dtype() == dt
+                && self.bias.dtype() == dt;
+            if fused {
+                let x3 = x3.contiguous()?;
+                let (mean, var) = super::bn_fused::batch_stats(&x3)?;
+                let rt = self.running_mean.dtype();
+                let dev = x.device();
+                let m = self.momentum;
+                let unbias = n as f64 / (n as f64 - 1.0);
+                let bm = Tensor::new(mean.as_slice(), dev)?.to_dtype(rt)?;
+                let bv = Tensor::new(var.iter().map(|v| v * unbias).collect::<Vec<_>>(), dev)?
+                    .to_dtype(rt)?;
+                let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (bm * m)?)?;
+                let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (bv * m)?)?;
+                self.running_mean.set(&new_mean)?;
+                self.running_var.set(&new_var)?;
+                let w = self.weight.flatten_all()?;
+                let b = self.bias.flatten_all()?;
+                let y = super::bn_fused::normalize_train(&x3, &w, &b, &mean, &var, self.eps)?;
+                return y.reshape(dims);
             }
             let mean = (x3.sum_keepdim(2)?.sum_keepdim(0)? / n as f64)?;
             let centred = x3.broadcast_sub(&mean)?;

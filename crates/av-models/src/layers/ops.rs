@@ -120,6 +120,9 @@ pub fn conv2d_with(
     pad: (usize, usize),
 ) -> Result<Tensor> {
     let (_, _, kh, kw) = w.dims4()?;
+    if imp == ConvImpl::Im2col && x.device().is_cpu() {
+        return conv2d_unfold(x, w, stride, pad);
+    }
     let x = pad_for_window(x, 2, kh, stride.0, pad.0, 0.0)?;
     let x = pad_for_window(&x, 3, kw, stride.1, pad.1, 0.0)?;
     if imp == ConvImpl::Im2col {
@@ -212,4 +215,82 @@ fn conv2d_im2col_nopad(x: &Tensor, w: &Tensor, stride: (usize, usize)) -> Result
     let cols = Tensor::stack(&cols, 2)?.reshape((n, c * kh * kw, ho * wo))?;
     let y = w.reshape((o, c * kh * kw))?.broadcast_matmul(&cols)?;
     y.reshape((n, o, ho, wo))
+}
+
+/// Output size of a window op over (H, W), or a clear error when the input is too small.
+fn window_out(
+    (h, w): (usize, usize),
+    (kh, kw): (usize, usize),
+    stride: (usize, usize),
+    pad: (usize, usize),
+) -> Result<(usize, usize)> {
+    match (
+        out_len(h, kh, stride.0, pad.0),
+        out_len(w, kw, stride.1, pad.1),
+    ) {
+        (Some(ho), Some(wo)) => Ok((ho, wo)),
+        _ => Err(bad_input(
+            "input",
+            format!("{h}x{w} is too small for kernel {kh}x{kw} with padding {pad:?}"),
+        )),
+    }
+}
+
+/// Unfolds taps along H and W of (N, C, H, W) into (N, C*kh*kw, ho*wo): the custom op on CPU,
+/// autograd views elsewhere. Same values either way.
+pub fn unfold(
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    pad: (usize, usize),
+) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let out = window_out((h, w), kernel, stride, pad)?;
+    if x.device().is_cpu() {
+        return super::unfold::unfold_cpu(
+            x,
+            super::unfold::UnfoldGeometry {
+                kernel,
+                stride,
+                pad,
+                out,
+                batch_in_columns: false,
+            },
+        );
+    }
+    let xp = pad_for_window(x, 2, kernel.0, stride.0, pad.0, 0.0)?;
+    let xp = pad_for_window(&xp, 3, kernel.1, stride.1, pad.1, 0.0)?;
+    let mut cols = Vec::with_capacity(kernel.0 * kernel.1);
+    for i in 0..kernel.0 {
+        let rows = subsample(&xp, 2, i, stride.0, out.0)?;
+        for j in 0..kernel.1 {
+            cols.push(subsample(&rows, 3, j, stride.1, out.1)?);
+        }
+    }
+    Tensor::stack(&cols, 2)?.reshape((n, c * kernel.0 * kernel.1, out.0 * out.1))
+}
+
+/// Convolution as one unfold + one 2-D GEMM (CPU path of [`ConvImpl::Im2col`]): the patches
+/// are laid out (C*kh*kw, N*ho*wo) so the weight gradient is a single GEMM too.
+fn conv2d_unfold(
+    x: &Tensor,
+    w: &Tensor,
+    stride: (usize, usize),
+    pad: (usize, usize),
+) -> Result<Tensor> {
+    let (n, c, h, wd) = x.dims4()?;
+    let (o, _, kh, kw) = w.dims4()?;
+    let (ho, wo) = window_out((h, wd), (kh, kw), stride, pad)?;
+    let cols = super::unfold::unfold_cpu(
+        x,
+        super::unfold::UnfoldGeometry {
+            kernel: (kh, kw),
+            stride,
+            pad,
+            out: (ho, wo),
+            batch_in_columns: true,
+        },
+    )?;
+    let y = w.reshape((o, c * kh * kw))?.matmul(&cols)?; // (O, N*ho*wo)
+    y.reshape((o, n, ho, wo))?.transpose(0, 1)?.contiguous()
 }
