@@ -21,6 +21,25 @@ fn unsupported(s: &CpuStorage, op: &'static str) -> candle_core::Error {
     candle_core::Error::UnsupportedDTypeForOp(s.dtype(), op)
 }
 
+/// Runs the f32 or f64 kernel on three same-dtype contiguous inputs.
+fn dispatch3(
+    inputs: [(&CpuStorage, &Layout); 3],
+    op: &'static str,
+    f32_kernel: impl Fn(&[f32], &[f32], &[f32]) -> Vec<f32>,
+    f64_kernel: impl Fn(&[f64], &[f64], &[f64]) -> Vec<f64>,
+) -> Result<CpuStorage> {
+    let [(s1, l1), (s2, l2), (s3, l3)] = inputs;
+    Ok(match (s1, s2, s3) {
+        (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(
+            f32_kernel(slice(s1, l1, op)?, slice(s2, l2, op)?, slice(s3, l3, op)?),
+        ),
+        (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(
+            f64_kernel(slice(s1, l1, op)?, slice(s2, l2, op)?, slice(s3, l3, op)?),
+        ),
+        _ => return Err(unsupported(s1, op)),
+    })
+}
+
 /// Per-channel mean and biased variance of (B, C, L), as a (2, C) f64 tensor.
 struct Stats {
     dims: (usize, usize, usize),
@@ -164,25 +183,12 @@ impl CustomOp3 for Normalize {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(normalize(
-                    slice::<f32>(s1, l1, "bn-train")?,
-                    slice::<f32>(s2, l2, "bn-train")?,
-                    slice::<f32>(s3, l3, "bn-train")?,
-                    self,
-                ))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(normalize(
-                    slice::<f64>(s1, l1, "bn-train")?,
-                    slice::<f64>(s2, l2, "bn-train")?,
-                    slice::<f64>(s3, l3, "bn-train")?,
-                    self,
-                ))
-            }
-            _ => return Err(unsupported(s1, "bn-train")),
-        };
+        let out = dispatch3(
+            [(s1, l1), (s2, l2), (s3, l3)],
+            "bn-train",
+            |x, g, b| normalize(x, g, b, self),
+            |x, g, b| normalize(x, g, b, self),
+        )?;
         Ok((out, Shape::from(self.dims)))
     }
 
@@ -222,25 +228,12 @@ impl CustomOp3 for NormalizeGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(normalize_grad(
-                    slice::<f32>(s1, l1, "bn-train-grad")?,
-                    slice::<f32>(s2, l2, "bn-train-grad")?,
-                    slice::<f32>(s3, l3, "bn-train-grad")?,
-                    self,
-                ))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(normalize_grad(
-                    slice::<f64>(s1, l1, "bn-train-grad")?,
-                    slice::<f64>(s2, l2, "bn-train-grad")?,
-                    slice::<f64>(s3, l3, "bn-train-grad")?,
-                    self,
-                ))
-            }
-            _ => return Err(unsupported(s1, "bn-train-grad")),
-        };
+        let out = dispatch3(
+            [(s1, l1), (s2, l2), (s3, l3)],
+            "bn-train-grad",
+            |dy, x, g| normalize_grad(dy, x, g, self),
+            |dy, x, g| normalize_grad(dy, x, g, self),
+        )?;
         let (b, c, l) = self.dims;
         Ok((out, Shape::from(b * c * l + 2 * c)))
     }

@@ -75,15 +75,16 @@ fn im2col_planes<T: Copy + Default + Send + Sync>(
     out
 }
 
-/// Copies tap `tap = i * kw + j` of every output position from `plane` (H x W) into `row`.
+/// Calls `f(plane_index, row_index)` for every output position of tap `tap = i * kw + j` that
+/// reads inside the H x W plane (padding positions are skipped). Gather and scatter share it,
+/// so they are adjoint by construction.
 #[inline]
-fn gather_tap<T: Copy>(
-    plane: &[T],
+fn for_each_tap(
     g: &UnfoldGeometry,
     h: usize,
     w: usize,
     tap: usize,
-    row: &mut [T],
+    mut f: impl FnMut(usize, usize),
 ) {
     let (i, j) = (tap / g.kernel.1, tap % g.kernel.1);
     let wo = g.out.1;
@@ -94,17 +95,28 @@ fn gather_tap<T: Copy>(
         else {
             continue;
         };
-        let src = &plane[y * w..(y + 1) * w];
-        let dst = &mut row[oh * wo..(oh + 1) * wo];
-        for (ow, d) in dst.iter_mut().enumerate() {
+        for ow in 0..wo {
             if let Some(x) = (ow * g.stride.1 + j)
                 .checked_sub(g.pad.1)
                 .filter(|&x| x < w)
             {
-                *d = src[x];
+                f(y * w + x, oh * wo + ow);
             }
         }
     }
+}
+
+/// Copies tap `tap` of every output position from `plane` (H x W) into `row`.
+#[inline]
+fn gather_tap<T: Copy>(
+    plane: &[T],
+    g: &UnfoldGeometry,
+    h: usize,
+    w: usize,
+    tap: usize,
+    row: &mut [T],
+) {
+    for_each_tap(g, h, w, tap, |p, r| row[r] = plane[p]);
 }
 
 /// Adds tap `tap` of every output position from `row` into `plane` (the adjoint of
@@ -118,26 +130,7 @@ fn scatter_tap<T: Copy + std::ops::AddAssign>(
     tap: usize,
     plane: &mut [T],
 ) {
-    let (i, j) = (tap / g.kernel.1, tap % g.kernel.1);
-    let wo = g.out.1;
-    for oh in 0..g.out.0 {
-        let Some(y) = (oh * g.stride.0 + i)
-            .checked_sub(g.pad.0)
-            .filter(|&y| y < h)
-        else {
-            continue;
-        };
-        let dst = &mut plane[y * w..(y + 1) * w];
-        let src = &row[oh * wo..(oh + 1) * wo];
-        for (ow, s) in src.iter().enumerate() {
-            if let Some(x) = (ow * g.stride.1 + j)
-                .checked_sub(g.pad.1)
-                .filter(|&x| x < w)
-            {
-                dst[x] += *s;
-            }
-        }
-    }
+    for_each_tap(g, h, w, tap, |p, r| plane[p] += row[r]);
 }
 
 fn col2im_planes<T: Copy + Default + Send + Sync + std::ops::AddAssign>(
