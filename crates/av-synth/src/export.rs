@@ -240,7 +240,7 @@ pub fn write_mp4(video: &SynthVideo, wav: &Path, out: &Path) -> Result<(), Synth
         let Some(stdin) = child.stdin.as_mut() else {
             return Err(fail("no stdin pipe to ffmpeg".into()));
         };
-        for f in &video.frames {
+        for f in video.frames.iter() {
             let bytes: Vec<u8> = f.iter().copied().collect();
             stdin
                 .write_all(&bytes)
