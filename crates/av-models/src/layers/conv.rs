@@ -95,7 +95,7 @@ impl Conv3d {
         let [kt, _, _] = self.cfg.kernel;
         let [st, _, _] = self.cfg.stride;
         let [pt, _, _] = self.cfg.padding;
-        if x.device().is_cpu() {
+        if super::ops::unfold_op_applies(x) {
             // (B, C, T, H, W) as (B, C, T, H*W): a (kt, 1) unfold gives (B, C*kt, T'*H*W).
             let (b, c, t, h, w) = x.dims5()?;
             let cols = unfold(&x.reshape((b, c, t, h * w))?, (kt, 1), (st, 1), (pt, 0))?;

@@ -120,7 +120,7 @@ pub fn conv2d_with(
     pad: (usize, usize),
 ) -> Result<Tensor> {
     let (_, _, kh, kw) = w.dims4()?;
-    if imp == ConvImpl::Im2col && x.device().is_cpu() {
+    if imp == ConvImpl::Im2col && unfold_op_applies(x) {
         return conv2d_unfold(x, w, stride, pad);
     }
     let x = pad_for_window(x, 2, kh, stride.0, pad.0, 0.0)?;
@@ -236,6 +236,11 @@ fn window_out(
     }
 }
 
+/// The unfold custom op handles f32/f64 CPU tensors; everything else takes the view path.
+pub(crate) fn unfold_op_applies(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+}
+
 /// Unfolds taps along H and W of (N, C, H, W) into (N, C*kh*kw, ho*wo): the custom op on CPU,
 /// autograd views elsewhere. Same values either way.
 pub fn unfold(
@@ -246,7 +251,7 @@ pub fn unfold(
 ) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let out = window_out((h, w), kernel, stride, pad)?;
-    if x.device().is_cpu() {
+    if unfold_op_applies(x) {
         return super::unfold::unfold_cpu(
             x,
             super::unfold::UnfoldGeometry {

@@ -366,4 +366,25 @@ mod tests {
         }
         Ok(())
     }
+
+    #[test]
+    fn half_precision_convolutions_take_the_view_path() -> Result<()> {
+        // The custom op is f32/f64 only; a bf16 convolution must still work on CPU.
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 6, 5), &dev)?;
+        let w = Tensor::randn(0f32, 1.0, (4, 3, 3, 3), &dev)?;
+        let want = crate::layers::ops::conv2d_padded(&x, &w, (2, 1), (1, 1))?;
+        let got = crate::layers::ops::conv2d_padded(
+            &x.to_dtype(DType::BF16)?,
+            &w.to_dtype(DType::BF16)?,
+            (2, 1),
+            (1, 1),
+        )?
+        .to_dtype(DType::F32)?;
+        assert_eq!(got.dims(), want.dims());
+        let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(err <= 0.05 * scale, "bf16 conv error {err} (scale {scale})");
+        Ok(())
+    }
 }
