@@ -65,10 +65,9 @@ pub trait VideoSource: Send {
         t0_s: f64,
         t1_s: f64,
     ) -> Result<Option<(Vec<f32>, u32)>, VideoError> {
-        Ok(self.read_audio()?.map(|(samples, rate)| {
-            let (i0, i1) = crate::sampler::audio_slice(samples.len(), rate, (t0_s, t1_s));
-            (samples[i0..i1.max(i0)].to_vec(), rate)
-        }))
+        Ok(self
+            .read_audio()?
+            .map(|(samples, rate)| (audio_window(&samples, rate, t0_s, t1_s), rate)))
     }
 
     /// For each time in `times_s` (ascending), the frame whose timestamp is nearest (ties go to
@@ -237,6 +236,12 @@ impl InMemorySource {
     }
 }
 
+/// The samples of a track at `rate` covering `[t0_s, t1_s]`, clipped to the track.
+fn audio_window(samples: &[f32], rate: u32, t0_s: f64, t1_s: f64) -> Vec<f32> {
+    let (i0, i1) = crate::sampler::audio_slice(samples.len(), rate, (t0_s, t1_s));
+    samples[i0..i1.max(i0)].to_vec()
+}
+
 /// Indices of frames with timestamp `i / fps` inside `[t0, t1]`.
 pub(crate) fn index_range(n: usize, fps: f64, t0: f64, t1: f64) -> std::ops::Range<usize> {
     if n == 0 || t1 < t0 {
@@ -277,10 +282,10 @@ impl VideoSource for InMemorySource {
         t0_s: f64,
         t1_s: f64,
     ) -> Result<Option<(Vec<f32>, u32)>, VideoError> {
-        Ok(self.audio.as_ref().map(|(samples, rate)| {
-            let (i0, i1) = crate::sampler::audio_slice(samples.len(), *rate, (t0_s, t1_s));
-            (samples[i0..i1.max(i0)].to_vec(), *rate)
-        }))
+        Ok(self
+            .audio
+            .as_ref()
+            .map(|(samples, rate)| (audio_window(samples, *rate, t0_s, t1_s), *rate)))
     }
 
     fn name(&self) -> &str {

@@ -95,22 +95,11 @@ impl Conv3d {
         let [kt, _, _] = self.cfg.kernel;
         let [st, _, _] = self.cfg.stride;
         let [pt, _, _] = self.cfg.padding;
-        if super::ops::unfold_op_applies(x) {
-            // (B, C, T, H, W) as (B, C, T, H*W): a (kt, 1) unfold gives (B, C*kt, T'*H*W).
-            let (b, c, t, h, w) = x.dims5()?;
-            let cols = unfold(&x.reshape((b, c, t, h * w))?, (kt, 1), (st, 1), (pt, 0))?;
-            let t_out = cols.dim(2)? / (h * w);
-            return cols.reshape((b, c, kt, t_out, h, w));
-        }
-        let xp = pad_for_window(x, 2, kt, st, pt, 0.0)?;
-        let t_out = (xp.dim(2)? - kt) / st + 1;
-        if kt == 1 {
-            return subsample(&xp, 2, 0, st, t_out)?.unsqueeze(2);
-        }
-        let taps = (0..kt)
-            .map(|dt| subsample(&xp, 2, dt, st, t_out))
-            .collect::<Result<Vec<_>>>()?;
-        Tensor::stack(&taps, 2)
+        // (B, C, T, H, W) as (B, C, T, H*W): a (kt, 1) unfold gives (B, C*kt, T'*H*W).
+        let (b, c, t, h, w) = x.dims5()?;
+        let cols = unfold(&x.reshape((b, c, t, h * w))?, (kt, 1), (st, 1), (pt, 0))?;
+        let t_out = cols.dim(2)? / (h * w);
+        cols.reshape((b, c, kt, t_out, h, w))
     }
 }
 

@@ -62,6 +62,19 @@ impl BatchNorm {
         self
     }
 
+    /// `running = (1 - momentum) running + momentum batch`, with the unbiased variance of `n`
+    /// values per channel; detached, in the running stats' own dtype.
+    fn update_running(&self, batch_mean: &Tensor, batch_var: &Tensor, n: usize) -> Result<()> {
+        let dt = self.running_mean.dtype();
+        let m = self.momentum;
+        let mean = batch_mean.to_dtype(dt)?;
+        let unbiased = (batch_var * (n as f64 / (n as f64 - 1.0)))?.to_dtype(dt)?;
+        let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?;
+        let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+        self.running_mean.set(&new_mean)?;
+        self.running_var.set(&new_var)
+    }
+
     /// Reshapes a per-channel vector to broadcast against (B, C, rest).
     fn per_channel(v: &Tensor) -> Result<Tensor> {
         v.reshape((1, (), 1))
@@ -98,17 +111,12 @@ impl ModuleT for BatchNorm {
             if fused {
                 let x3 = x3.contiguous()?;
                 let (mean, var) = super::bn_fused::batch_stats(&x3)?;
-                let rt = self.running_mean.dtype();
                 let dev = x.device();
-                let m = self.momentum;
-                let unbias = n as f64 / (n as f64 - 1.0);
-                let bm = Tensor::new(mean.as_slice(), dev)?.to_dtype(rt)?;
-                let bv = Tensor::new(var.iter().map(|v| v * unbias).collect::<Vec<_>>(), dev)?
-                    .to_dtype(rt)?;
-                let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (bm * m)?)?;
-                let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (bv * m)?)?;
-                self.running_mean.set(&new_mean)?;
-                self.running_var.set(&new_var)?;
+                self.update_running(
+                    &Tensor::new(mean.as_slice(), dev)?,
+                    &Tensor::new(var.as_slice(), dev)?,
+                    n,
+                )?;
                 let w = self.weight.flatten_all()?;
                 let b = self.bias.flatten_all()?;
                 let y = super::bn_fused::normalize_train(&x3, &w, &b, &mean, &var, self.eps)?;
@@ -117,16 +125,11 @@ impl ModuleT for BatchNorm {
             let mean = (x3.sum_keepdim(2)?.sum_keepdim(0)? / n as f64)?;
             let centred = x3.broadcast_sub(&mean)?;
             let var = (centred.sqr()?.sum_keepdim(2)?.sum_keepdim(0)? / n as f64)?;
-            // Running stats: detached, in the stats' own dtype.
-            let dt = self.running_mean.dtype();
-            let m = self.momentum;
-            let batch_mean = mean.detach().flatten_all()?.to_dtype(dt)?;
-            let unbiased =
-                (var.detach().flatten_all()? * (n as f64 / (n as f64 - 1.0)))?.to_dtype(dt)?;
-            let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (batch_mean * m)?)?;
-            let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
-            self.running_mean.set(&new_mean)?;
-            self.running_var.set(&new_var)?;
+            self.update_running(
+                &mean.detach().flatten_all()?,
+                &var.detach().flatten_all()?,
+                n,
+            )?;
             centred
                 .broadcast_div(&(var + self.eps)?.sqrt()?)?
                 .broadcast_mul(&w)?

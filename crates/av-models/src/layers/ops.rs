@@ -120,14 +120,11 @@ pub fn conv2d_with(
     pad: (usize, usize),
 ) -> Result<Tensor> {
     let (_, _, kh, kw) = w.dims4()?;
-    if imp == ConvImpl::Im2col && unfold_op_applies(x) {
+    if imp == ConvImpl::Im2col {
         return conv2d_unfold(x, w, stride, pad);
     }
     let x = pad_for_window(x, 2, kh, stride.0, pad.0, 0.0)?;
     let x = pad_for_window(&x, 3, kw, stride.1, pad.1, 0.0)?;
-    if imp == ConvImpl::Im2col {
-        return conv2d_im2col_nopad(&x, w, stride);
-    }
     if stride.0 == stride.1 {
         x.conv2d(w, 0, stride.0, 1, 1)
     } else {
@@ -191,32 +188,6 @@ pub fn conv_impl() -> ConvImpl {
     }
 }
 
-/// im2col convolution on an already padded input (padding 0): gathers the kh*kw shifted
-/// (strided) views into (N, C*kh*kw, Ho*Wo) and multiplies by the (O, C*kh*kw) weight.
-fn conv2d_im2col_nopad(x: &Tensor, w: &Tensor, stride: (usize, usize)) -> Result<Tensor> {
-    let (n, c, h, wd) = x.dims4()?;
-    let (o, _, kh, kw) = w.dims4()?;
-    let ho = (h - kh) / stride.0 + 1;
-    let wo = (wd - kw) / stride.1 + 1;
-    if kh == 1 && kw == 1 {
-        let v = subsample(&subsample(x, 2, 0, stride.0, ho)?, 3, 0, stride.1, wo)?;
-        let y = w
-            .reshape((o, c))?
-            .broadcast_matmul(&v.reshape((n, c, ho * wo))?)?;
-        return y.reshape((n, o, ho, wo));
-    }
-    let mut cols = Vec::with_capacity(kh * kw);
-    for i in 0..kh {
-        let rows = subsample(x, 2, i, stride.0, ho)?;
-        for j in 0..kw {
-            cols.push(subsample(&rows, 3, j, stride.1, wo)?);
-        }
-    }
-    let cols = Tensor::stack(&cols, 2)?.reshape((n, c * kh * kw, ho * wo))?;
-    let y = w.reshape((o, c * kh * kw))?.broadcast_matmul(&cols)?;
-    y.reshape((n, o, ho, wo))
-}
-
 /// Output size of a window op over (H, W), or a clear error when the input is too small.
 fn window_out(
     (h, w): (usize, usize),
@@ -275,8 +246,9 @@ pub fn unfold(
     Tensor::stack(&cols, 2)?.reshape((n, c * kernel.0 * kernel.1, out.0 * out.1))
 }
 
-/// Convolution as one unfold + one 2-D GEMM (CPU path of [`ConvImpl::Im2col`]): the patches
-/// are laid out (C*kh*kw, N*ho*wo) so the weight gradient is a single GEMM too.
+/// Convolution as one unfold + one GEMM ([`ConvImpl::Im2col`]). With the CPU custom op the
+/// patches are laid out (C*kh*kw, N*ho*wo), so the weight gradient is a single 2-D GEMM;
+/// elsewhere the view-built (N, C*kh*kw, ho*wo) columns take a batched matmul.
 fn conv2d_unfold(
     x: &Tensor,
     w: &Tensor,
@@ -286,6 +258,11 @@ fn conv2d_unfold(
     let (n, c, h, wd) = x.dims4()?;
     let (o, _, kh, kw) = w.dims4()?;
     let (ho, wo) = window_out((h, wd), (kh, kw), stride, pad)?;
+    let wm = w.reshape((o, c * kh * kw))?;
+    if !unfold_op_applies(x) {
+        let cols = unfold(x, (kh, kw), stride, pad)?;
+        return wm.broadcast_matmul(&cols)?.reshape((n, o, ho, wo));
+    }
     let cols = super::unfold::unfold_cpu(
         x,
         super::unfold::UnfoldGeometry {
@@ -296,6 +273,6 @@ fn conv2d_unfold(
             batch_in_columns: true,
         },
     )?;
-    let y = w.reshape((o, c * kh * kw))?.matmul(&cols)?; // (O, N*ho*wo)
+    let y = wm.matmul(&cols)?; // (O, N*ho*wo)
     y.reshape((o, n, ho, wo))?.transpose(0, 1)?.contiguous()
 }
