@@ -62,6 +62,8 @@ fn main() -> Result<()> {
     )?;
 
     println!("verb: top-1 {:.1}%  top-5 {:.1}%", m.verb.top1, m.verb.top5);
-    println!("noun: top-1 {:.1}%  top-5 {:.1}%", m.noun.top1, m.noun.top5);
+    if let Some(noun) = &m.noun {
+        println!("noun: top-1 {:.1}%  top-5 {:.1}%", noun.top1, noun.top5);
+    }
     Ok(())
 }

@@ -75,7 +75,7 @@ fn pretrain_probe_and_linear_eval_agree() {
     );
     assert_eq!(
         json["pretrained"]["noun"]["top5"].as_f64(),
-        Some(pre.noun.top5)
+        pre.noun.as_ref().map(|n| n.top5)
     );
     assert_eq!(json["random"]["verb"]["top1"].as_f64(), Some(rnd.verb.top1));
     assert_eq!(Some(&pre), report.pretrained.as_ref());

@@ -1,12 +1,12 @@
 //! `replai-finetune`: full fine-tuning of a pretrained (or randomly initialised) video encoder
 //! with a dropout + linear verb/noun classifier, classifier-only warm-up first, evaluated at
-//! video level on the synthetic world's held-out videos.
+//! video level on the synthetic world's held-out videos or on a dataset manifest's split.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use av_train::finetune::finetune;
-use av_train::pipeline::{format_metrics, probe_data, world_for};
+use av_train::pipeline::{eval_world, format_metrics, probe_data, DatasetChoice};
 use av_train::probe::metrics_json;
 use av_train::Config;
 use clap::Parser;
@@ -34,6 +34,21 @@ struct Args {
     /// Continue an interrupted fine-tuning run in `--out`.
     #[arg(long)]
     resume: bool,
+    /// Dataset manifest of the labelled data (default: the synthetic world's interactions).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Data root the manifest's paths are relative to.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Manifest split trained on (default `train`).
+    #[arg(long)]
+    train_split: Option<String>,
+    /// Manifest split evaluated (default `validation`, else `test`).
+    #[arg(long)]
+    eval_split: Option<String>,
+    /// `clip`, `pair` or `auto` (see `replai-linear-eval --help`).
+    #[arg(long)]
+    protocol: Option<String>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -65,6 +80,16 @@ fn main() -> Result<()> {
         "model.resume={}",
         if args.resume { "auto" } else { "" }
     )];
+    overrides.extend(
+        DatasetChoice {
+            manifest: args.manifest.clone(),
+            root: args.root.clone(),
+            train_split: args.train_split.clone(),
+            eval_split: args.eval_split.clone(),
+            protocol: args.protocol.clone(),
+        }
+        .overrides(),
+    );
     overrides.extend(args.overrides.iter().cloned());
     let cfg =
         Config::load(config_path.as_deref(), &overrides).context("loading the configuration")?;
@@ -72,7 +97,7 @@ fn main() -> Result<()> {
         Some(r) if !args.random => r.join("finetune"),
         _ => PathBuf::from(&cfg.run.out_dir).join("finetune-random"),
     });
-    let world = world_for(&cfg)?;
+    let world = eval_world(&cfg)?;
     let data = probe_data(&cfg, world.as_ref())?;
     let init = if args.random {
         None

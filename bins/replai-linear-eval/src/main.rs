@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use av_train::pipeline::{cache_dir, format_metrics, probe_data, probe_encoder, world_for};
+use av_train::pipeline::{
+    cache_dir, eval_world, format_metrics, probe_data, probe_encoder, DatasetChoice,
+};
 use av_train::probe::metrics_json;
 use av_train::Config;
 use clap::Parser;
@@ -16,7 +18,7 @@ use clap::Parser;
 #[command(
     version,
     about,
-    after_help = "Examples:\n  replai-linear-eval --checkpoint runs/synthetic\n  replai-linear-eval --checkpoint runs/synthetic --random\n  replai-linear-eval --checkpoint runs/synthetic --few-shot-ratio 0.25 --unseen-verbs 0,1"
+    after_help = "Examples:\n  replai-linear-eval --checkpoint runs/synthetic\n  replai-linear-eval --checkpoint runs/synthetic --random\n  replai-linear-eval --checkpoint runs/synthetic --few-shot-ratio 0.25 --unseen-verbs 0,1\n  replai-linear-eval --checkpoint runs/epic --manifest data-manifests/epic-kitchens-100/manifest.toml --root /datasets/epic-kitchens\n  replai-linear-eval --checkpoint avid.pth --manifest data-manifests/ucf101/manifest.toml --root /datasets/ucf101 --config configs/ucf101-linear.toml"
 )]
 struct Args {
     /// Checkpoint: a run directory, a checkpoint state `.json`, or a weights file
@@ -35,6 +37,21 @@ struct Args {
     /// Verb classes held out of probe training (comma-separated ids).
     #[arg(long, value_delimiter = ',')]
     unseen_verbs: Vec<usize>,
+    /// Dataset manifest of the labelled data (default: the synthetic world's interactions).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Data root the manifest's paths are relative to.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Manifest split the classifier is trained on (default `train`).
+    #[arg(long)]
+    train_split: Option<String>,
+    /// Manifest split evaluated (default `validation`, else `test`).
+    #[arg(long)]
+    eval_split: Option<String>,
+    /// `clip` (one clip per view, the EPIC/UCF/HMDB protocol), `pair` (before/after) or `auto`.
+    #[arg(long)]
+    protocol: Option<String>,
     /// Where to write the results JSON and confusion matrices (default: next to the checkpoint).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -83,6 +100,16 @@ fn main() -> Result<()> {
         let list: Vec<String> = args.unseen_verbs.iter().map(|v| v.to_string()).collect();
         overrides.push(format!("probe.unseen_verbs=[{}]", list.join(",")));
     }
+    overrides.extend(
+        DatasetChoice {
+            manifest: args.manifest.clone(),
+            root: args.root.clone(),
+            train_split: args.train_split.clone(),
+            eval_split: args.eval_split.clone(),
+            protocol: args.protocol.clone(),
+        }
+        .overrides(),
+    );
     // A saved run config may itself ask to resume; evaluation never does.
     overrides.push("model.resume=".into());
     let cfg = Config::load(config_path.as_deref(), &overrides)
@@ -92,7 +119,7 @@ fn main() -> Result<()> {
         .clone()
         .or_else(|| run.clone())
         .unwrap_or_else(|| PathBuf::from("."));
-    let world = world_for(&cfg)?;
+    let world = eval_world(&cfg)?;
     let data = probe_data(&cfg, world.as_ref())?;
     let ckpt = if args.random {
         None
@@ -110,9 +137,14 @@ fn main() -> Result<()> {
     )
     .context("linear probe failed")?;
     println!("{label:<10} {}", format_metrics(&m));
+    let noun = m
+        .noun
+        .as_ref()
+        .map(|n| format!(", noun {:.1}", n.mean_class_accuracy))
+        .unwrap_or_default();
     println!(
-        "mean per-class accuracy: verb {:.1}, noun {:.1}; {} training views, {} evaluation segments",
-        m.verb.mean_class_accuracy, m.noun.mean_class_accuracy, m.counts[1], m.counts[2]
+        "mean per-class accuracy: {} {:.1}{noun}; {} training views, {} evaluation segments ({} views)",
+        data.first_head, m.verb.mean_class_accuracy, m.counts[1], m.counts[2], m.counts[3]
     );
     let json = serde_json::json!({ label: metrics_json(&m), "checkpoint": args.checkpoint, "config": config_path });
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

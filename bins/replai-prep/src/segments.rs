@@ -8,8 +8,8 @@
 //!
 //! Video is re-encoded (H.264, frame-accurate cuts; input-side seeking while transcoding is exact
 //! in ffmpeg), at `--fps` (default: the manifest's `media.fps`) and with audio resampled to
-//! `--audio-rate` (default: `media.audio_rate`). `--frames` writes a JPEG frame folder plus a mono
-//! 16-bit WAV per segment instead. Existing outputs are skipped unless `--overwrite`, so an
+//! `--audio-rate` (default: `media.audio_rate`). `--frames` writes a JPEG frame folder (with the
+//! `meta.toml` that `av_video::FrameFolderSource` reads) plus a mono 16-bit WAV per segment instead. Existing outputs are skipped unless `--overwrite`, so an
 //! interrupted run can be resumed; every output is written under a temporary name and renamed
 //! when complete.
 
@@ -300,6 +300,17 @@ fn run_job(ffmpeg: &Path, job: &Job, enc: &Encode, frames: bool) -> Result<()> {
             job.dur_s
         );
     }
+    if frames {
+        // What av_video::FrameFolderSource needs to open the folder: the frame rate, and the WAV
+        // written next to it.
+        let mut meta = format!("fps = {:?}\n", enc.fps.unwrap_or(16.0));
+        if let Some(w) = job.wav.as_deref().and_then(Path::file_name) {
+            meta.push_str(&format!("audio = \"../{}\"\n", w.to_string_lossy()));
+        }
+        let meta_path = tmp_out.join("meta.toml");
+        std::fs::write(&meta_path, meta)
+            .with_context(|| format!("writing {}", meta_path.display()))?;
+    }
     if frames && job.out.exists() {
         std::fs::remove_dir_all(&job.out)
             .with_context(|| format!("replacing {}", job.out.display()))?;
@@ -409,6 +420,11 @@ pub fn run(args: &SegmentsArgs) -> Result<std::process::ExitCode> {
         if !(f.is_finite() && f > 0.0) {
             bail!("--fps must be positive, got {f}");
         }
+    }
+    if args.frames && (args.native || args.fps.or(manifest.media.fps).is_none()) {
+        bail!(
+            "--frames needs a frame rate for each folder's meta.toml: give --fps (or media.fps in the manifest), not --native"
+        );
     }
     let enc = Encode {
         fps: if args.native {

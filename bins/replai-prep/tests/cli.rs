@@ -379,8 +379,16 @@ fn segments_cuts_a_generated_video() {
         .args(["--kind", "actions", "--frames"]));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let frames = root.join("action_segments/S00_000_00000150_00000325");
-    let n = std::fs::read_dir(&frames).expect("frame folder").count();
+    let n = std::fs::read_dir(&frames)
+        .expect("frame folder")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jpg"))
+        .count();
     assert!((27..=29).contains(&n), "{n} frames for 1.75 s at 16 fps");
+    // The folder opens as a video source, with its audio.
+    let src = av_video::open_source(&frames).expect("frame folder source");
+    assert_eq!(src.meta().fps, 16.0);
+    assert!(src.meta().has_audio);
     let (mono, sr) =
         av_audio::decode_mono(root.join("action_segments/S00_000_00000150_00000325.wav"))
             .expect("wav");

@@ -714,6 +714,24 @@ impl Dataset {
         set.into_iter().collect()
     }
 
+    /// Media path of every sample of a split, in split order (one entry per sample, so
+    /// several samples may share a path); empty for an unknown split.
+    pub fn sample_paths(&self, split: &str) -> Vec<PathBuf> {
+        let base = self.root.join(&self.manifest.roots.media);
+        self.splits.get(split).map_or_else(Vec::new, |data| {
+            data.template_vars()
+                .iter()
+                .map(|v| base.join(v.render(&self.manifest.media.template)))
+                .collect()
+        })
+    }
+
+    /// Whether each action segment has its own pre-cut file (the template uses `{segment}`),
+    /// so that segment times are relative to that file rather than to the long video.
+    pub fn media_is_per_segment(&self) -> bool {
+        self.manifest.media.template.contains("{segment}")
+    }
+
     /// Distinct WAV paths of a frame-folder layout (`media.audio`), sorted.
     pub fn audio_paths(&self, split: &str) -> Vec<PathBuf> {
         let Some(t) = self.manifest.media.audio.as_deref() else {
@@ -864,27 +882,7 @@ fn check_media(p: &Path, frames: bool) -> Option<Issue> {
                 "expected a frame folder, found a file",
             ));
         }
-        let entries = match std::fs::read_dir(p) {
-            Ok(rd) => rd,
-            Err(e) => {
-                return Some(Issue::file(
-                    p,
-                    IssueKind::Unreadable,
-                    format!("cannot list frame folder: {e}"),
-                ))
-            }
-        };
-        let has_image = entries.flatten().any(|e| {
-            let n = e.file_name().to_string_lossy().to_ascii_lowercase();
-            n.ends_with(".jpg") || n.ends_with(".jpeg") || n.ends_with(".png")
-        });
-        return (!has_image).then(|| {
-            Issue::file(
-                p,
-                IssueKind::Unreadable,
-                "frame folder has no .jpg/.jpeg/.png image",
-            )
-        });
+        return check_frame_folder(p);
     }
     if !meta.is_file() {
         return Some(Issue::file(
@@ -914,5 +912,50 @@ fn check_media(p: &Path, frames: bool) -> Option<Issue> {
             IssueKind::Unreadable,
             format!("cannot open: {e}"),
         )),
+    }
+}
+
+fn has_image(dir: &Path) -> Result<bool, std::io::Error> {
+    Ok(std::fs::read_dir(dir)?.flatten().any(|e| {
+        let n = e.file_name().to_string_lossy().to_ascii_lowercase();
+        n.ends_with(".jpg") || n.ends_with(".jpeg") || n.ends_with(".png")
+    }))
+}
+
+/// A frame folder as `av_video::FrameFolderSource` opens it: a `meta.toml` (fps, optional
+/// `frames` sub-folder) and at least one image in the frame directory it names (default: a
+/// `frames/` sub-folder when present, else the folder itself).
+fn check_frame_folder(p: &Path) -> Option<Issue> {
+    let unreadable = |reason: String| Some(Issue::file(p, IssueKind::Unreadable, reason));
+    let meta_path = p.join("meta.toml");
+    let text = match std::fs::read_to_string(&meta_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return unreadable("frame folder has no meta.toml (it gives the frame rate)".into())
+        }
+        Err(e) => return unreadable(format!("cannot read meta.toml: {e}")),
+    };
+    let meta: toml::Table = match toml::from_str(&text) {
+        Ok(m) => m,
+        Err(e) => return unreadable(format!("meta.toml is not valid TOML: {e}")),
+    };
+    if !meta
+        .get("fps")
+        .is_some_and(|v| v.is_float() || v.is_integer())
+    {
+        return unreadable("meta.toml has no numeric fps".into());
+    }
+    let frame_dir = match meta.get("frames").and_then(|v| v.as_str()) {
+        Some(sub) => p.join(sub),
+        None if p.join("frames").is_dir() => p.join("frames"),
+        None => p.to_path_buf(),
+    };
+    match has_image(&frame_dir) {
+        Ok(true) => None,
+        Ok(false) => unreadable(format!(
+            "frame folder has no .jpg/.jpeg/.png image in {}",
+            frame_dir.display()
+        )),
+        Err(e) => unreadable(format!("cannot list {}: {e}", frame_dir.display())),
     }
 }

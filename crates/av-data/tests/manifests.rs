@@ -117,8 +117,16 @@ fn synthetic_fixture_parses_with_the_epic_parser() {
     assert_eq!(ds.splits["validation"].len(), 2);
     assert_eq!(ds.classes.verbs, vec!["hit", "drop", "scrape"]);
     let frames = ds.media_paths("train", false);
-    assert!(ends_with(&frames[0], "frames/S00_000"));
-    assert!(ends_with(&ds.audio_paths("train")[1], "audio/S01_001.wav"));
+    assert!(ends_with(&frames[0], "videos/S00_000"));
+    assert!(ends_with(
+        &ds.audio_paths("train")[1],
+        "videos/S01_001/audio.wav"
+    ));
+    // One media path per sample, in split order, for the probe.
+    let per_sample = ds.sample_paths("train");
+    assert_eq!(per_sample.len(), 4);
+    assert!(ends_with(&per_sample[0], "videos/S00_000"));
+    assert!(!ds.media_is_per_segment());
 }
 
 #[test]
@@ -463,25 +471,24 @@ fn validate_frame_folders() {
     copy_tree(&fixture("synthetic"), dir.path());
     let m = manifest("synthetic/manifest.toml");
     for v in ["S00_000", "S01_001", "S02_002"] {
-        let f = dir.path().join("frames").join(v);
+        let f = dir.path().join("videos").join(v);
         std::fs::create_dir_all(&f).expect("mkdir");
+        std::fs::write(f.join("meta.toml"), "fps = 16.0\naudio = \"audio.wav\"\n").expect("meta");
         if v != "S01_001" {
             std::fs::write(f.join("000001.jpg"), b"\xff\xd8").expect("write");
         }
-        std::fs::create_dir_all(dir.path().join("audio")).expect("mkdir");
         if v != "S02_002" {
-            std::fs::write(dir.path().join("audio").join(format!("{v}.wav")), b"RIFF")
-                .expect("write");
+            std::fs::write(f.join("audio.wav"), b"RIFF").expect("write");
         }
     }
     let found = issues(validate(&m, dir.path(), MediaCheck::Prepared));
     assert_eq!(found.len(), 2, "{found:#?}");
     assert!(found
         .iter()
-        .any(|i| ends_with(&i.file, "frames/S01_001") && i.kind == IssueKind::Unreadable));
-    assert!(found
-        .iter()
-        .any(|i| ends_with(&i.file, "audio/S02_002.wav") && i.kind == IssueKind::MissingFile));
+        .any(|i| ends_with(&i.file, "videos/S01_001") && i.kind == IssueKind::Unreadable));
+    assert!(found.iter().any(
+        |i| ends_with(&i.file, "videos/S02_002/audio.wav") && i.kind == IssueKind::MissingFile
+    ));
 }
 
 #[test]

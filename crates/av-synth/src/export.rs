@@ -8,6 +8,7 @@
 //! <dir>/annotations/EPIC_100_validation.csv      EPIC-100 schema, validation videos
 //! <dir>/annotations/EPIC_100_verb_classes.csv
 //! <dir>/annotations/EPIC_100_noun_classes.csv
+//! <dir>/annotations/EPIC_100_video_info.csv      duration, fps and size per video
 //! <dir>/videos/<video_id>/meta.toml              fps, audio = "audio.wav", frames = "frames"
 //! <dir>/videos/<video_id>/frames/000001.png      frame k (1-based) at (k-1)/fps
 //! <dir>/videos/<video_id>/audio.wav              mono float WAV at the world's sample rate
@@ -78,6 +79,8 @@ pub const VALIDATION_CSV: &str = "EPIC_100_validation.csv";
 pub const VERB_CLASSES_CSV: &str = "EPIC_100_verb_classes.csv";
 /// Noun classes.
 pub const NOUN_CLASSES_CSV: &str = "EPIC_100_noun_classes.csv";
+/// Duration, frame rate and size of every video.
+pub const VIDEO_INFO_CSV: &str = "EPIC_100_video_info.csv";
 
 #[derive(Serialize)]
 struct WorldFile<'a> {
@@ -305,6 +308,7 @@ impl World {
         )?;
         write_text(&ann.join(VERB_CLASSES_CSV), &self.verb_classes_csv()?)?;
         write_text(&ann.join(NOUN_CLASSES_CSV), &self.noun_classes_csv()?)?;
+        write_text(&ann.join(VIDEO_INFO_CSV), &self.video_info_csv()?)?;
         let mp4_dir = root.join("mp4");
         if opts.mp4 {
             create_dir(&mp4_dir)?;

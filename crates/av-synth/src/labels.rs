@@ -124,3 +124,22 @@ pub fn noun_classes_csv(n_nouns: usize) -> Result<String, SynthError> {
     }
     finish(what, w)
 }
+
+/// `EPIC_100_video_info.csv` (video_id, duration, fps, resolution): lets the manifest check that
+/// no labelled segment ends past its video.
+pub fn video_info_csv(scripts: &[VideoScript]) -> Result<String, SynthError> {
+    let what = "video info table";
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["video_id", "duration", "fps", "resolution"])
+        .map_err(|e| csv_err(what, e))?;
+    for s in scripts {
+        let row = [
+            s.video_id.clone(),
+            format!("{}", s.duration_s),
+            format!("{}", s.fps),
+            format!("{}x{}", s.width, s.height),
+        ];
+        w.write_record(&row).map_err(|e| csv_err(what, e))?;
+    }
+    finish(what, w)
+}

@@ -185,6 +185,11 @@ impl World {
         labels::verb_classes_csv(self.cfg.n_verbs)
     }
 
+    /// `EPIC_100_video_info.csv` equivalent: every video's duration, frame rate and size.
+    pub fn video_info_csv(&self) -> Result<String, SynthError> {
+        labels::video_info_csv(&self.scripts)
+    }
+
     /// `EPIC_100_noun_classes.csv` equivalent for this world's nouns.
     pub fn noun_classes_csv(&self) -> Result<String, SynthError> {
         labels::noun_classes_csv(self.cfg.n_nouns)

@@ -346,6 +346,19 @@ pub struct ProbeConfig {
     pub few_shot_ratio: f64,
     /// Verb classes excluded from training and reported separately (concept generalisation).
     pub unseen_verbs: Vec<usize>,
+    /// Dataset manifest (`data-manifests/<name>/manifest.toml`) of the labelled data; empty =
+    /// the synthetic world's interactions.
+    pub manifest: String,
+    /// Data root the manifest's relative paths are resolved against.
+    pub data_root: String,
+    /// Manifest split the classifier is trained on.
+    pub train_split: String,
+    /// Manifest split evaluated; empty = `validation`, else `test`.
+    pub eval_split: String,
+    /// `pair` (before/after clips around the labelled moment), `clip` (one clip inside the
+    /// labelled window: the EPIC-100 / UCF-101 / HMDB-51 protocol) or `auto` (pair for the
+    /// synthetic world, clip for manifests).
+    pub protocol: String,
 }
 
 impl Default for ProbeConfig {
@@ -366,6 +379,11 @@ impl Default for ProbeConfig {
             cache_dir: String::new(),
             few_shot_ratio: 1.0,
             unseen_verbs: vec![],
+            manifest: String::new(),
+            data_root: String::new(),
+            train_split: "train".into(),
+            eval_split: String::new(),
+            protocol: "auto".into(),
         }
     }
 }
@@ -599,6 +617,21 @@ impl Config {
             return bad(
                 "finetune.batch_size",
                 "must be at least 2 (BatchNorm needs a batch)".into(),
+            );
+        }
+        if !matches!(self.probe.protocol.as_str(), "auto" | "pair" | "clip") {
+            return bad(
+                "probe.protocol",
+                format!("must be auto, pair or clip, got {:?}", self.probe.protocol),
+            );
+        }
+        if !self.probe.manifest.is_empty() && self.probe.data_root.is_empty() {
+            return bad(
+                "probe.data_root",
+                format!(
+                    "probe.manifest = {:?} needs the data root its paths are relative to",
+                    self.probe.manifest
+                ),
             );
         }
         if self.probe.batch_size == 0 || self.probe.epochs == 0 {

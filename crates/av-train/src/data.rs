@@ -274,13 +274,18 @@ impl Dataset for PretrainDataset {
     }
 }
 
-/// A labelled interaction: what the probe classifies.
+/// A labelled interaction or action segment: what the probe and fine-tuning classify.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelledSegment {
     /// Index of the video in its [`VideoSet`].
     pub video: usize,
-    /// Labelled time of the state change.
+    /// Labelled time of the state change (the before/after pair protocol).
     pub time_s: f64,
+    /// Start of the labelled window in the video's timeline (the single-clip protocol).
+    pub start_s: f64,
+    /// End of the labelled window; `f64::INFINITY` means "to the end of the video" (whole-clip
+    /// datasets such as UCF-101, whose duration is only known once the file is opened).
+    pub stop_s: f64,
     /// Verb class.
     pub verb: usize,
     /// Noun class.
@@ -297,6 +302,8 @@ pub fn synthetic_segments(world: &Arc<World>, split: Split) -> (VideoSet, Vec<La
                 segs.push(LabelledSegment {
                     video: vi,
                     time_s: it.time_s,
+                    start_s: it.start_s,
+                    stop_s: it.stop_s,
                     verb: it.verb,
                     noun: it.noun,
                 });

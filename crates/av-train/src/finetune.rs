@@ -1,5 +1,6 @@
 //! Full fine-tuning (AV-SSRL protocol): the video encoder and a dropout + linear verb/noun
-//! classifier on `[f(before), f(after)]`, first `warmup_epochs` training only the classifier,
+//! classifier on the probe's view features (`[f(before), f(after)]` or `f(clip)`, see
+//! [`crate::views`]), first `warmup_epochs` training only the classifier,
 //! then every layer; evaluation at video level (softmax averaged over the evaluation views, as
 //! the probe). Checkpoints after every epoch through [`CheckpointManager`]; `model.resume`
 //! continues a run.
@@ -23,22 +24,21 @@ use crate::loader::{derive_seed, Dataset, EpochLoader, LoaderConfig, LoaderStats
 use crate::metrics::{MetricsLog, Progress};
 use crate::model::{video_config, VideoEncoder};
 use crate::pretrain::select_device;
-use crate::probe::{
-    cross_entropy, eval_offsets, head_metrics, ProbeData, ProbeMetrics, ProbeSplit,
-};
+use crate::probe::{cross_entropy, head_metrics, ProbeData, ProbeMetrics, ProbeSplit};
+use crate::views::{clips_of, eval_views, view_clips, Protocol};
 
 /// Augmented training clips of labelled segments.
 struct SegmentDataset {
     split: ProbeSplit,
     sampler: ReplaiSampler,
+    protocol: Protocol,
     clips_per_segment: usize,
     shape: [usize; 4],
     delta: f64,
 }
 
 struct SegItem {
-    before: Vec<f32>,
-    after: Vec<f32>,
+    clips: Vec<Vec<f32>>,
     verb: usize,
     noun: usize,
 }
@@ -57,23 +57,31 @@ impl Dataset for SegmentDataset {
     }
     fn get(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<SegItem, String> {
         let seg = &self.split.segments[index % self.split.segments.len()];
-        let mut src = self.split.videos.open(seg.video)?;
-        let t = seg.time_s + rng.random_range(-self.delta..=self.delta);
-        let s = self
-            .sampler
-            .sample_at(&mut *src, t, rng, true)
-            .map_err(|e| e.to_string())?;
+        let pos = match self.protocol {
+            Protocol::Pair => seg.time_s + rng.random_range(-self.delta..=self.delta),
+            Protocol::Clip => rng.random_range(0.0..=1.0),
+        };
+        let clips = view_clips(
+            &self.sampler,
+            self.protocol,
+            &self.split.videos,
+            seg,
+            pos,
+            rng,
+            true,
+        )?;
         Ok(SegItem {
-            before: s.video_before,
-            after: s.video_after,
+            clips,
             verb: seg.verb,
             noun: seg.noun,
         })
     }
     fn collate(&self, items: Vec<SegItem>) -> Result<SegBatch, String> {
-        // Befores first, then afters: one encoder call over (2B, 3, T, H, W).
-        let mut all: Vec<&[f32]> = items.iter().map(|i| i.before.as_slice()).collect();
-        all.extend(items.iter().map(|i| i.after.as_slice()));
+        // Clip 0 of every item, then clip 1: one encoder call over (m B, 3, T, H, W).
+        let m = self.protocol.clips_per_view();
+        let all: Vec<&[f32]> = (0..m)
+            .flat_map(|j| items.iter().map(move |i| i.clips[j].as_slice()))
+            .collect();
         Ok(SegBatch {
             clips: av_data::stack_f32(&all, &self.shape, &Device::Cpu)
                 .map_err(|e| e.to_string())?,
@@ -83,24 +91,22 @@ impl Dataset for SegmentDataset {
     }
 }
 
-/// Encoder + dropout + two linear heads.
+/// Encoder + dropout + linear heads.
 struct Finetuner {
     enc: VideoEncoder,
     clf: MultiTaskClassifier,
     dropout: f64,
+    clips_per_view: usize,
 }
 
 impl Finetuner {
     fn logits(&self, clips: &Tensor, n: usize, train: bool) -> Result<Vec<Tensor>, TrainError> {
         let f = self.enc.features(clips, train)?;
-        let feat = Tensor::cat(
-            &[
-                &f.narrow(0, 0, n).ctx("split")?,
-                &f.narrow(0, n, n).ctx("split")?,
-            ],
-            1,
-        )
-        .ctx("concat")?;
+        let parts: Vec<Tensor> = (0..self.clips_per_view)
+            .map(|j| f.narrow(0, j * n, n))
+            .collect::<candle_core::Result<_>>()
+            .ctx("split")?;
+        let feat = Tensor::cat(&parts, 1).ctx("concat")?;
         let feat = if train && self.dropout > 0.0 {
             candle_nn::ops::dropout(&feat, self.dropout as f32).ctx("dropout")?
         } else {
@@ -165,47 +171,51 @@ fn evaluate(
     data: &ProbeData,
 ) -> Result<ProbeMetrics, TrainError> {
     let shape = clip_shape(cfg);
-    let offsets = eval_offsets(cfg.probe.eval_clips, cfg.sampler.delta_s);
-    let mut views = Vec::new();
-    for (i, s) in split.segments.iter().enumerate() {
-        for off in &offsets {
-            views.push((i, s.time_s + off));
-        }
-    }
+    let views = eval_views(
+        data.protocol,
+        &split.segments,
+        cfg.probe.eval_clips,
+        cfg.probe.single_clip,
+        cfg.sampler.delta_s,
+        cfg.run.seed,
+    );
+    let m = data.protocol.clips_per_view();
     let mut logits_v = Vec::new();
     let mut logits_n = Vec::new();
     let (mut lv, mut ln, mut grp) = (Vec::new(), Vec::new(), Vec::new());
     for chunk in views.chunks(cfg.finetune.batch_size.max(1)) {
-        let mut before = Vec::new();
-        let mut after = Vec::new();
-        for &(i, t) in chunk {
-            let seg = &split.segments[i];
-            let mut src = split.videos.open(seg.video).map_err(TrainError::Data)?;
-            let mut rng = ChaCha8Rng::seed_from_u64(0);
-            let s = sampler
-                .sample_at(&mut *src, t, &mut rng, false)
-                .map_err(|e| TrainError::Data(e.to_string()))?;
-            before.extend(s.video_before);
-            after.extend(s.video_after);
+        let n = chunk.len();
+        let mut per_clip: Vec<Vec<f32>> = vec![Vec::new(); m];
+        for v in chunk {
+            let seg = &split.segments[v.segment];
+            let clips = clips_of(sampler, data.protocol, &split.videos, &split.segments, v)
+                .map_err(TrainError::Data)?;
+            for (j, c) in clips.into_iter().enumerate() {
+                per_clip[j].extend(c);
+            }
             lv.push(seg.verb);
             ln.push(seg.noun);
-            grp.push(i);
+            grp.push(v.segment);
         }
-        before.extend(after);
-        let n = chunk.len();
         let clips = Tensor::from_vec(
-            before,
-            (2 * n, shape[0], shape[1], shape[2], shape[3]),
+            per_clip.concat(),
+            (m * n, shape[0], shape[1], shape[2], shape[3]),
             &ft.enc.device,
         )
         .ctx("eval clips")?;
         let out = ft.logits(&clips, n, false)?;
         logits_v.push(out[0].clone());
-        logits_n.push(out[1].clone());
+        if let Some(o) = out.get(1) {
+            logits_n.push(o.clone());
+        }
     }
     let cat = |v: &[Tensor]| Tensor::cat(v, 0).ctx("eval logits");
     let verb = head_metrics(&cat(&logits_v)?, &lv, &grp, data.n_verbs)?;
-    let noun = head_metrics(&cat(&logits_n)?, &ln, &grp, data.n_nouns)?;
+    let noun = if data.n_nouns > 0 {
+        Some(head_metrics(&cat(&logits_n)?, &ln, &grp, data.n_nouns)?)
+    } else {
+        None
+    };
     Ok(ProbeMetrics {
         verb,
         noun,
@@ -232,17 +242,20 @@ pub fn finetune(
     };
     let vb = SeededVarMap::new(enc.varmap.clone(), derive_seed(cfg.run.seed, 0xf1e, 0, 0))
         .var_builder(DType::F32, &device);
-    let clf = MultiTaskClassifier::new(
-        2 * enc.out_dim(),
-        &[("verb_class", data.n_verbs), ("noun_class", data.n_nouns)],
-        vb.pp("classifier"),
-    )
-    .map_err(|e| TrainError::other("building the classifier", e))?;
+    let m = data.protocol.clips_per_view();
+    let heads: &[(&str, usize)] = if data.n_nouns > 0 {
+        &[("verb_class", data.n_verbs), ("noun_class", data.n_nouns)]
+    } else {
+        &[("verb_class", data.n_verbs)]
+    };
+    let clf = MultiTaskClassifier::new(m * enc.out_dim(), heads, vb.pp("classifier"))
+        .map_err(|e| TrainError::other("building the classifier", e))?;
     let f = &cfg.finetune;
     let ft = Finetuner {
         enc,
         clf,
         dropout: f.dropout,
+        clips_per_view: m,
     };
     let all_vars = av_optim::trainable_vars(&ft.enc.varmap);
     let (clf_vars, _) = av_optim::partition_by_prefix(all_vars.clone(), "classifier.");
@@ -254,6 +267,7 @@ pub fn finetune(
         split: data.train.clone(),
         sampler: ReplaiSampler::new(sampler_config(cfg))
             .map_err(|e| TrainError::other("sampler", e))?,
+        protocol: data.protocol,
         clips_per_segment: f.clips_per_segment,
         shape: clip_shape(cfg),
         delta: cfg.sampler.delta_s,
@@ -361,8 +375,13 @@ pub fn finetune(
                 )
             };
             let l1 = cross_entropy(&out[0], &u(&b.data.verb).ctx("labels")?).ctx("verb loss")?;
-            let l2 = cross_entropy(&out[1], &u(&b.data.noun).ctx("labels")?).ctx("noun loss")?;
-            let loss = ((l1 + l2).ctx("loss")? * 0.5).ctx("loss")?;
+            let loss = match out.get(1) {
+                Some(o) => {
+                    let l2 = cross_entropy(o, &u(&b.data.noun).ctx("labels")?).ctx("noun loss")?;
+                    ((l1 + l2).ctx("loss")? * 0.5).ctx("loss")?
+                }
+                None => l1,
+            };
             let v = loss.to_scalar::<f32>().ctx("loss")? as f64;
             if !v.is_finite() {
                 return Err(TrainError::NonFiniteLoss {

@@ -12,12 +12,14 @@ pub mod distributed;
 pub mod error;
 pub mod finetune;
 pub mod init;
+pub mod labelled;
 pub mod loader;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod pretrain;
 pub mod probe;
+pub mod views;
 
 pub use config::Config;
 pub use error::TrainError;

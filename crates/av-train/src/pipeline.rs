@@ -39,20 +39,78 @@ pub fn world_for(cfg: &Config) -> Result<Option<Arc<av_synth::World>>, TrainErro
     }
 }
 
-/// Probe data for a config: the synthetic world's labelled interactions.
+/// Probe data for a config: the labelled dataset of `probe.manifest` when set, else the
+/// synthetic world's labelled interactions.
 pub fn probe_data(
     cfg: &Config,
     world: Option<&Arc<av_synth::World>>,
 ) -> Result<ProbeData, TrainError> {
+    if !cfg.probe.manifest.is_empty() {
+        return crate::labelled::manifest_probe_data(cfg);
+    }
     match world {
-        Some(w) => Ok(ProbeData::synthetic(w)),
+        Some(w) => {
+            let mut d = ProbeData::synthetic(w);
+            if cfg.probe.protocol == "clip" {
+                d.protocol = crate::views::Protocol::Clip;
+            }
+            Ok(d)
+        }
         None => Err(TrainError::Config {
-            what: "data.source".into(),
+            what: "probe.manifest".into(),
             msg: format!(
-                "the built-in probe needs labelled segments; data source {:?} has none (use the synthetic world, or replai-linear-eval with a manifest)",
+                "data source {:?} has no labels: give a dataset manifest (probe.manifest and probe.data_root, or --manifest/--root)",
                 cfg.data.source
             ),
         }),
+    }
+}
+
+/// The labelled dataset the evaluation binaries' `--manifest`, `--root`, `--train-split`,
+/// `--eval-split` and `--protocol` flags select, as `probe.*` config overrides.
+#[derive(Debug, Clone, Default)]
+pub struct DatasetChoice {
+    /// Dataset manifest (TOML).
+    pub manifest: Option<PathBuf>,
+    /// Data root.
+    pub root: Option<PathBuf>,
+    /// Training split name.
+    pub train_split: Option<String>,
+    /// Evaluation split name.
+    pub eval_split: Option<String>,
+    /// `pair`, `clip` or `auto`.
+    pub protocol: Option<String>,
+}
+
+impl DatasetChoice {
+    /// The overrides, in the order the flags name them.
+    pub fn overrides(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(m) = &self.manifest {
+            out.push(format!("probe.manifest={}", m.display()));
+        }
+        if let Some(r) = &self.root {
+            out.push(format!("probe.data_root={}", r.display()));
+        }
+        for (key, v) in [
+            ("train_split", &self.train_split),
+            ("eval_split", &self.eval_split),
+            ("protocol", &self.protocol),
+        ] {
+            if let Some(v) = v {
+                out.push(format!("probe.{key}={v}"));
+            }
+        }
+        out
+    }
+}
+
+/// The synthetic world, unless the labelled data come from a manifest (then nothing is rendered).
+pub fn eval_world(cfg: &Config) -> Result<Option<Arc<av_synth::World>>, TrainError> {
+    if cfg.probe.manifest.is_empty() {
+        world_for(cfg)
+    } else {
+        Ok(None)
     }
 }
 
@@ -104,7 +162,7 @@ pub fn pretrain_and_probe(
         total_s: 0.0,
         probe_json: None,
     };
-    if cfg.run.probe_after && world.is_some() {
+    if cfg.run.probe_after && (world.is_some() || !cfg.probe.manifest.is_empty()) {
         let tp = Instant::now();
         let data = probe_data(cfg, world.as_ref())?;
         let cache = cache_dir(cfg, run_dir);
@@ -136,10 +194,17 @@ pub fn pretrain_and_probe(
     Ok(report)
 }
 
-/// One line per head: `verb top-1 xx.x top-5 xx.x (clip top-1 xx.x) | noun ...`.
+/// One line per head: `verb top-1 xx.x top-5 xx.x (clip top-1 xx.x) | noun ...` (single-label
+/// datasets: `label top-1 ...`).
 pub fn format_metrics(m: &ProbeMetrics) -> String {
-    format!(
-        "verb top-1 {:5.1} top-5 {:5.1} (clip {:5.1}) | noun top-1 {:5.1} top-5 {:5.1} (clip {:5.1})",
-        m.verb.top1, m.verb.top5, m.verb.clip_top1, m.noun.top1, m.noun.top5, m.noun.clip_top1
-    )
+    let head = |name: &str, h: &crate::probe::HeadMetrics| {
+        format!(
+            "{name} top-1 {:5.1} top-5 {:5.1} (clip {:5.1})",
+            h.top1, h.top5, h.clip_top1
+        )
+    };
+    match &m.noun {
+        Some(n) => format!("{} | {}", head("verb", &m.verb), head("noun", n)),
+        None => head("label", &m.verb),
+    }
 }

@@ -29,7 +29,7 @@ use av_video::ReplaiSampler;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,7 @@ use crate::error::{CandleContext, TrainError};
 use crate::init::SeededVarMap;
 use crate::loader::derive_seed;
 use crate::model::VideoEncoder;
+use crate::views::{clips_of, eval_views, train_views, Protocol, View};
 
 /// One split of labelled segments and the videos they come from.
 #[derive(Clone)]
@@ -57,12 +58,18 @@ pub struct ProbeData {
     pub train: ProbeSplit,
     /// Probe evaluation split.
     pub val: ProbeSplit,
-    /// Verb classes.
+    /// Verb classes (single-label datasets such as UCF-101: the label classes).
     pub n_verbs: usize,
-    /// Noun classes.
+    /// Noun classes; 0 for a single-label dataset (no noun head).
     pub n_nouns: usize,
     /// Identifies the data for the feature cache (e.g. the world config).
     pub key: String,
+    /// Which clips represent a segment.
+    pub protocol: Protocol,
+    /// Names of the heads' classes (for confusion matrices), when the dataset defines them.
+    pub class_names: [Vec<String>; 2],
+    /// Name of the first head: `verb`, or `label` for single-label datasets.
+    pub first_head: String,
 }
 
 impl ProbeData {
@@ -87,6 +94,9 @@ impl ProbeData {
             n_verbs: wc.n_verbs,
             n_nouns: wc.n_nouns,
             key,
+            protocol: Protocol::Pair,
+            class_names: [Vec::new(), Vec::new()],
+            first_head: "verb".into(),
         }
     }
 }
@@ -126,64 +136,43 @@ pub struct ProbeFeatures {
     pub val: FeatureSet,
 }
 
-/// Moment offsets of the evaluation views: evenly spread over `[-delta, delta]` (one view: 0).
-pub(crate) fn eval_offsets(n: usize, delta: f64) -> Vec<f64> {
-    if n <= 1 {
-        return vec![0.0];
-    }
-    (0..n)
-        .map(|k| -delta + 2.0 * delta * k as f64 / (n - 1) as f64)
-        .collect()
-}
-
-/// The before/after clips of one view, or why it could not be sampled.
-type ClipPair = Result<(Vec<f32>, Vec<f32>), String>;
-
-struct ViewSpec {
-    segment: usize,
-    time_s: f64,
-    train: bool,
-    seed: u64,
-}
-
-/// Extracts `[f(before), f(after)]` for every view, in order, batching the encoder calls.
+/// Extracts the feature of every view, in order, batching the encoder calls: the clips of a
+/// view are encoded in one call and their features concatenated (`[f(before), f(after)]` or
+/// `f(clip)`).
 fn extract(
     enc: &VideoEncoder,
     sampler: &ReplaiSampler,
+    data: &ProbeData,
     split: &ProbeSplit,
-    views: &[ViewSpec],
+    views: &[View],
     batch: usize,
     bn_train: bool,
     shape: [usize; 4],
 ) -> Result<FeatureSet, TrainError> {
     let per: usize = shape.iter().product();
     let d = enc.out_dim();
-    let mut x = Vec::with_capacity(views.len() * 2 * d);
+    let m = data.protocol.clips_per_view();
+    let mut x = Vec::with_capacity(views.len() * m * d);
     for chunk in views.chunks(batch.max(1)) {
-        let clips: Vec<ClipPair> = chunk
+        let clips: Vec<Result<Vec<Vec<f32>>, String>> = chunk
             .par_iter()
             .map(|v| {
-                let seg = &split.segments[v.segment];
-                let mut src = split.videos.open(seg.video)?;
-                let mut rng = ChaCha8Rng::seed_from_u64(v.seed);
-                let s = sampler
-                    .sample_at(&mut *src, v.time_s, &mut rng, v.train)
-                    .map_err(|e| format!("segment {} at {:.2} s: {e}", v.segment, v.time_s))?;
-                Ok((s.video_before, s.video_after))
+                clips_of(sampler, data.protocol, &split.videos, &split.segments, v)
+                    .map_err(|e| format!("segment {}: {e}", v.segment))
             })
             .collect();
-        let mut flat = Vec::with_capacity(2 * chunk.len() * per);
-        let mut after = Vec::with_capacity(chunk.len() * per);
-        for c in clips {
-            let (b, a) = c.map_err(TrainError::Data)?;
-            flat.extend_from_slice(&b);
-            after.extend_from_slice(&a);
-        }
-        flat.extend_from_slice(&after);
         let n = chunk.len();
+        // Clip j of every view, then clip j + 1: the features of clip j are rows j*n..(j+1)*n.
+        let mut per_clip: Vec<Vec<f32>> = (0..m).map(|_| Vec::with_capacity(n * per)).collect();
+        for c in clips {
+            for (j, clip) in c.map_err(TrainError::Data)?.into_iter().enumerate() {
+                per_clip[j].extend_from_slice(&clip);
+            }
+        }
+        let flat: Vec<f32> = per_clip.concat();
         let t = Tensor::from_vec(
             flat,
-            (2 * n, shape[0], shape[1], shape[2], shape[3]),
+            (m * n, shape[0], shape[1], shape[2], shape[3]),
             &enc.device,
         )
         .ctx("probe clips")?;
@@ -191,9 +180,11 @@ fn extract(
             .features(&t, bn_train)?
             .to_dtype(DType::F32)
             .ctx("features")?;
-        let fb = f.narrow(0, 0, n).ctx("features")?;
-        let fa = f.narrow(0, n, n).ctx("features")?;
-        let cat = Tensor::cat(&[&fb, &fa], 1)
+        let parts: Vec<Tensor> = (0..m)
+            .map(|j| f.narrow(0, j * n, n))
+            .collect::<candle_core::Result<_>>()
+            .ctx("features")?;
+        let cat = Tensor::cat(&parts, 1)
             .ctx("features")?
             .to_device(&Device::Cpu)
             .ctx("features")?;
@@ -205,7 +196,7 @@ fn extract(
     }
     Ok(FeatureSet {
         x,
-        dim: 2 * d,
+        dim: m * d,
         verb: views
             .iter()
             .map(|v| split.segments[v.segment].verb)
@@ -222,8 +213,9 @@ fn extract(
 fn cache_path(dir: &Path, enc: &VideoEncoder, data: &ProbeData, cfg: &Config) -> PathBuf {
     let p = &cfg.probe;
     let spec = format!(
-        "{}|{:?}|views{}:{}|single{}|bn{}|bs{}|seed{}",
+        "{}|{:?}|{:?}|views{}:{}|single{}|bn{}|bs{}|seed{}",
         data.key,
+        data.protocol,
         cfg.sampler,
         p.train_views,
         p.eval_clips,
@@ -314,44 +306,25 @@ pub fn probe_features(
     let delta = cfg.sampler.delta_s;
     let seed = cfg.run.seed;
     let shape = clip_shape(cfg);
-    let mut train_views = Vec::new();
-    for (i, s) in data.train.segments.iter().enumerate() {
-        for k in 0..p.train_views.max(1) {
-            let vs = derive_seed(seed, 0x7a1, i as u64, k as u64);
-            let jitter = ChaCha8Rng::seed_from_u64(vs ^ 1).random_range(-delta..=delta);
-            train_views.push(ViewSpec {
-                segment: i,
-                time_s: s.time_s + jitter,
-                train: true,
-                seed: vs,
-            });
-        }
-    }
-    let mut val_views = Vec::new();
-    for (i, s) in data.val.segments.iter().enumerate() {
-        if p.single_clip {
-            let vs = derive_seed(seed, 0x7a2, i as u64, 0);
-            let jitter = ChaCha8Rng::seed_from_u64(vs).random_range(-delta..=delta);
-            val_views.push(ViewSpec {
-                segment: i,
-                time_s: s.time_s + jitter,
-                train: false,
-                seed: vs,
-            });
-        } else {
-            for (k, off) in eval_offsets(p.eval_clips, delta).into_iter().enumerate() {
-                val_views.push(ViewSpec {
-                    segment: i,
-                    time_s: s.time_s + off,
-                    train: false,
-                    seed: derive_seed(seed, 0x7a3, i as u64, k as u64),
-                });
-            }
-        }
-    }
+    let train_views = train_views(
+        data.protocol,
+        &data.train.segments,
+        p.train_views,
+        delta,
+        seed,
+    );
+    let val_views = eval_views(
+        data.protocol,
+        &data.val.segments,
+        p.eval_clips,
+        p.single_clip,
+        delta,
+        seed,
+    );
     let train = extract(
         enc,
         &sampler,
+        data,
         &data.train,
         &train_views,
         p.batch_size,
@@ -361,6 +334,7 @@ pub fn probe_features(
     let val = extract(
         enc,
         &sampler,
+        data,
         &data.val,
         &val_views,
         p.batch_size,
@@ -401,10 +375,10 @@ pub struct HeadMetrics {
 /// Probe result for both heads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeMetrics {
-    /// Verb head.
+    /// Verb head (single-label datasets: the label head).
     pub verb: HeadMetrics,
-    /// Noun head.
-    pub noun: HeadMetrics,
+    /// Noun head; `None` for single-label datasets.
+    pub noun: Option<HeadMetrics>,
     /// Training segments/views and evaluation segments/views.
     pub counts: [usize; 4],
     /// Final training loss of the classifier.
@@ -472,12 +446,16 @@ pub fn train_and_evaluate(
             feats.val.len()
         )));
     }
-    for (what, labels, n) in [
+    let two_heads = n_nouns > 0;
+    let mut checks = vec![
         ("verb", &train.verb, n_verbs),
-        ("noun", &train.noun, n_nouns),
         ("verb", &feats.val.verb, n_verbs),
-        ("noun", &feats.val.noun, n_nouns),
-    ] {
+    ];
+    if two_heads {
+        checks.push(("noun", &train.noun, n_nouns));
+        checks.push(("noun", &feats.val.noun, n_nouns));
+    }
+    for (what, labels, n) in checks {
         if let Some(bad) = labels.iter().find(|&&l| l >= n) {
             return Err(TrainError::Data(format!(
                 "{what} label {bad} out of range for {n} classes"
@@ -490,12 +468,13 @@ pub fn train_and_evaluate(
     let varmap = VarMap::new();
     let vb = SeededVarMap::new(varmap.clone(), derive_seed(seed, 0xc1a5, 0, 0))
         .var_builder(DType::F32, device);
-    let clf = MultiTaskClassifier::new(
-        train.dim,
-        &[("verb_class", n_verbs), ("noun_class", n_nouns)],
-        vb,
-    )
-    .map_err(|e| TrainError::other("building the probe", e))?;
+    let heads: &[(&str, usize)] = if two_heads {
+        &[("verb_class", n_verbs), ("noun_class", n_nouns)]
+    } else {
+        &[("verb_class", n_verbs)]
+    };
+    let clf = MultiTaskClassifier::new(train.dim, heads, vb)
+        .map_err(|e| TrainError::other("building the probe", e))?;
     let vars = av_optim::trainable_vars(&varmap);
     let mut opt = Sgd::from_vars(
         vars,
@@ -541,9 +520,14 @@ pub fn train_and_evaluate(
             let outs = clf.forward_all(&xb).ctx("probe forward")?;
             let lv = cross_entropy(&outs[0].1, &yv.index_select(&idx, 0).ctx("batch")?)
                 .ctx("verb loss")?;
-            let ln = cross_entropy(&outs[1].1, &yn.index_select(&idx, 0).ctx("batch")?)
-                .ctx("noun loss")?;
-            let loss = ((lv + ln).ctx("loss")? * 0.5).ctx("loss")?;
+            // The reference's loss is the mean of the heads' cross-entropies.
+            let loss = if two_heads {
+                let ln = cross_entropy(&outs[1].1, &yn.index_select(&idx, 0).ctx("batch")?)
+                    .ctx("noun loss")?;
+                ((lv + ln).ctx("loss")? * 0.5).ctx("loss")?
+            } else {
+                lv
+            };
             let g = loss.backward().ctx("probe backward")?;
             opt.step(&g)
                 .map_err(|e| TrainError::other("probe step", e))?;
@@ -563,7 +547,11 @@ pub fn train_and_evaluate(
     let outs = clf.forward_all(&xva).ctx("probe eval")?;
     let val = &feats.val;
     let verb = head_metrics(&outs[0].1, &val.verb, &val.group, n_verbs)?;
-    let noun = head_metrics(&outs[1].1, &val.noun, &val.group, n_nouns)?;
+    let noun = if two_heads {
+        Some(head_metrics(&outs[1].1, &val.noun, &val.group, n_nouns)?)
+    } else {
+        None
+    };
     let segs = |f: &FeatureSet| {
         let mut g = f.group.clone();
         g.dedup();
@@ -737,7 +725,8 @@ fn draw_confusion(path: &Path, title: &str, c: &[Vec<usize>]) -> Result<(), Trai
     draw().map_err(|e| TrainError::other(format!("drawing {}", path.display()), e))
 }
 
-/// The probe result as the `probe.json` entry: `{"verb": {"top1", "top5", ...}, "noun": {...}}`.
+/// The probe result as the `probe.json` entry: `{"verb": {"top1", "top5", ...}, "noun": {...}}`
+/// (single-label datasets: `{"label": {...}}`).
 pub fn metrics_json(m: &ProbeMetrics) -> serde_json::Value {
     let head = |h: &HeadMetrics| {
         serde_json::json!({
@@ -746,12 +735,18 @@ pub fn metrics_json(m: &ProbeMetrics) -> serde_json::Value {
             "per_class": h.per_class,
         })
     };
-    serde_json::json!({
-        "verb": head(&m.verb),
-        "noun": head(&m.noun),
+    let mut out = serde_json::json!({
         "segments": {"train": m.counts[0], "train_views": m.counts[1], "val": m.counts[2], "val_views": m.counts[3]},
         "train_loss": m.train_loss,
-    })
+    });
+    match &m.noun {
+        Some(n) => {
+            out["verb"] = head(&m.verb);
+            out["noun"] = head(n);
+        }
+        None => out["label"] = head(&m.verb),
+    }
+    out
 }
 
 /// Full probe of one encoder: features (cached) then classifier; confusion files into `out_dir`.
@@ -775,8 +770,15 @@ pub fn run_probe(
     )?;
     if let Some(dir) = out_dir {
         std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-        write_confusion(dir, &format!("{label}_verb"), &m.verb, &[])?;
-        write_confusion(dir, &format!("{label}_noun"), &m.noun, &[])?;
+        write_confusion(
+            dir,
+            &format!("{label}_{}", data.first_head),
+            &m.verb,
+            &data.class_names[0],
+        )?;
+        if let Some(n) = &m.noun {
+            write_confusion(dir, &format!("{label}_noun"), n, &data.class_names[1])?;
+        }
     }
     Ok(m)
 }
@@ -841,6 +843,7 @@ pub fn select_training(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::Rng;
 
     fn blobs(n_per: usize, classes: usize, seed: u64, views: usize) -> FeatureSet {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -885,7 +888,8 @@ mod tests {
         };
         let m = train_and_evaluate(&feats, 4, 4, &p, 0, &Device::Cpu).expect("probe");
         assert!(m.verb.top1 > 90.0, "verb top1 {}", m.verb.top1);
-        assert!(m.noun.top1 > 90.0, "noun top1 {}", m.noun.top1);
+        let noun = m.noun.as_ref().expect("two heads");
+        assert!(noun.top1 > 90.0, "noun top1 {}", noun.top1);
         assert_eq!(m.verb.top5, 100.0, "4 classes: top-5 is always a hit");
         assert_eq!(m.counts, [80, 80, 40, 120]);
         let total: usize = m.verb.confusion.iter().flatten().sum();
@@ -925,8 +929,8 @@ mod tests {
         assert!(!topk_hit(&p, 2, 1));
         assert!(topk_hit(&p, 2, 2));
         assert!(!topk_hit(&p, 4, 4));
-        assert_eq!(eval_offsets(3, 0.1), vec![-0.1, 0.0, 0.1]);
-        assert_eq!(eval_offsets(1, 0.1), vec![0.0]);
+        assert_eq!(crate::views::eval_offsets(3, 0.1), vec![-0.1, 0.0, 0.1]);
+        assert_eq!(crate::views::eval_offsets(1, 0.1), vec![0.0]);
     }
 
     #[test]

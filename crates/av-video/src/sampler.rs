@@ -355,6 +355,62 @@ impl ReplaiSampler {
         })
     }
 
+    /// One clip `[t0, t0 + clip_s]` of a source, without audio: the unit of the
+    /// action-recognition probes (EPIC-100 action segments, UCF-101, HMDB-51), whose labels cover
+    /// a whole segment rather than a moment. `train` selects the random temporal crop and the
+    /// random scale/crop/flip, otherwise the centred window and the eval transform; a window
+    /// shorter than the clip is loop-padded, as in the reference.
+    pub fn clip_at<R: Rng>(
+        &self,
+        src: &mut dyn VideoSource,
+        t0: f64,
+        rng: &mut R,
+        train: bool,
+    ) -> Result<Vec<f32>, VideoError> {
+        let name = src.name().to_string();
+        let meta = src.meta().clone();
+        let window = (t0, t0 + self.cfg.clip_s);
+        let times = if train {
+            self.clip_times(&name, window, meta.fps, meta.duration_s, Some(&mut *rng))?
+        } else {
+            self.clip_times::<R>(&name, window, meta.fps, meta.duration_s, None)?
+        };
+        // Loop padding repeats times out of order: decode each frame once, in time order.
+        let mut unique = times.clone();
+        unique.sort_by(|a, b| a.total_cmp(b));
+        unique.dedup_by(|a, b| (*a - *b).abs() < PTS_EPS);
+        let frames = src.read_frames_at(&unique)?;
+        if frames.len() != unique.len() {
+            return Err(VideoError::NoFramesInWindow {
+                source_name: name,
+                t0_s: window.0,
+                t1_s: window.1,
+            });
+        }
+        let (fh, fw, _) = frames[0].image.dim();
+        for (i, f) in frames.iter().enumerate() {
+            crate::source::check_frame(&name, i, &f.image, Some((fh, fw)))?;
+        }
+        let picked: Vec<_> = times
+            .iter()
+            .map(|&x| {
+                let i = unique
+                    .partition_point(|&a| a < x - PTS_EPS)
+                    .min(unique.len() - 1);
+                &frames[i].image
+            })
+            .collect();
+        let spec = &self.cfg.clip;
+        let params = if train {
+            SpatialParams::train(spec, fw, fh, rng)?
+        } else {
+            SpatialParams::eval(spec, fw, fh)?
+        };
+        let mut out = vec![0f32; spec.clip_len()];
+        apply_spatial(&picked, &params, spec, &mut out)?;
+        Ok(out)
+    }
+
     /// Log-mel network input for the audio window `[a0, a1]` of a source.
     pub fn audio_for(
         &self,

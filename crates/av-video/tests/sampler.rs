@@ -282,6 +282,50 @@ fn clips_take_the_right_frames() -> anyhow::Result<()> {
 }
 
 #[test]
+fn single_clips_take_the_right_frames_and_loop_pad() -> anyhow::Result<()> {
+    let s = ReplaiSampler::new(SamplerConfig {
+        clip: ClipSpec {
+            min_scale: 48,
+            max_scale: 48,
+            eval_scale: 48,
+            crop: 48,
+            ..ClipSpec::default()
+        },
+        ..SamplerConfig::default()
+    })?;
+    let spec = s.config().clip.clone();
+    let decode = |v: &[f32], t: usize| {
+        let plane = 48 * 48;
+        let img = ndarray::Array3::from_shape_fn((48, 48, 3), |(y, xx, _)| {
+            let z = v[t * plane + y * 48 + xx] * spec.std[0] + spec.mean[0];
+            (z * 255.0).round() as u8
+        });
+        common::frame_index(&img)
+    };
+    // No audio needed: the action-recognition clip is video only.
+    let mut src = InMemorySource::new("ix", indexed_frames(64, 48, 48), 16.0, None)?;
+    // [1.0, 1.5] holds grid frames 16..=23 (1.0 .. 1.4375).
+    let c = s.clip_at(&mut src, 1.0, &mut ChaCha8Rng::seed_from_u64(3), false)?;
+    assert_eq!(c.len(), spec.clip_len());
+    let got: Vec<usize> = (0..8).map(|t| decode(&c, t)).collect();
+    assert_eq!(got, (16..24).collect::<Vec<_>>());
+    // Train mode with full-size crops keeps the frames (only a flip may change pixels).
+    let tr = s.clip_at(&mut src, 1.0, &mut ChaCha8Rng::seed_from_u64(3), true)?;
+    assert_eq!(tr.len(), c.len());
+    // A 5-frame video (shorter than a clip) is loop-padded: 0 1 2 3 4 0 1 2.
+    let mut short = InMemorySource::new("short", indexed_frames(5, 48, 48), 16.0, None)?;
+    let p = s.clip_at(&mut short, 0.0, &mut ChaCha8Rng::seed_from_u64(3), false)?;
+    let got: Vec<usize> = (0..8).map(|t| decode(&p, t)).collect();
+    assert_eq!(got, vec![0, 1, 2, 3, 4, 0, 1, 2]);
+    // A start past the end is an error naming the window, not a panic.
+    let err = s
+        .clip_at(&mut src, 10.0, &mut ChaCha8Rng::seed_from_u64(3), false)
+        .expect_err("outside the video");
+    assert!(matches!(err, VideoError::WindowOutOfRange { .. }), "{err}");
+    Ok(())
+}
+
+#[test]
 fn sampling_is_deterministic_under_a_seed() -> anyhow::Result<()> {
     let s = ReplaiSampler::new(SamplerConfig {
         clip: small_spec(),
