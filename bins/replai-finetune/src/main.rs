@@ -91,8 +91,14 @@ fn main() -> Result<()> {
         .overrides(),
     );
     overrides.extend(args.overrides.iter().cloned());
-    let cfg =
+    let mut cfg =
         Config::load(config_path.as_deref(), &overrides).context("loading the configuration")?;
+    // Reuse the pretraining run's cached probe features (LP-FT initialisation).
+    if cfg.probe.cache_dir.is_empty() {
+        if let Some(r) = &run {
+            cfg.probe.cache_dir = r.join("features").display().to_string();
+        }
+    }
     let out = args.out.clone().unwrap_or_else(|| match &run {
         Some(r) if !args.random => r.join("finetune"),
         _ => PathBuf::from(&cfg.run.out_dir).join("finetune-random"),

@@ -24,7 +24,9 @@ use crate::loader::{derive_seed, Dataset, EpochLoader, LoaderConfig, LoaderStats
 use crate::metrics::{MetricsLog, Progress};
 use crate::model::{video_config, VideoEncoder};
 use crate::pretrain::select_device;
-use crate::probe::{cross_entropy, head_metrics, ProbeData, ProbeMetrics, ProbeSplit};
+use crate::probe::{
+    cross_entropy, fit_probe, head_metrics, probe_features, ProbeData, ProbeMetrics, ProbeSplit,
+};
 use crate::views::{clips_of, eval_views, view_clips, Protocol};
 
 /// Augmented training clips of labelled segments.
@@ -97,11 +99,13 @@ struct Finetuner {
     clf: MultiTaskClassifier,
     dropout: f64,
     clips_per_view: usize,
+    /// BatchNorm with batch statistics while training (else running statistics, frozen).
+    bn_train: bool,
 }
 
 impl Finetuner {
     fn logits(&self, clips: &Tensor, n: usize, train: bool) -> Result<Vec<Tensor>, TrainError> {
-        let f = self.enc.features(clips, train)?;
+        let f = self.enc.features(clips, train && self.bn_train)?;
         let parts: Vec<Tensor> = (0..self.clips_per_view)
             .map(|j| f.narrow(0, j * n, n))
             .collect::<candle_core::Result<_>>()
@@ -224,6 +228,41 @@ fn evaluate(
     })
 }
 
+/// Sets the classifier to the linear probe trained on the initial encoder's features (the probe's
+/// views, cache and protocol), folded so that it takes raw features.
+fn init_from_probe(
+    ft: &Finetuner,
+    cfg: &Config,
+    data: &ProbeData,
+    run_dir: &Path,
+    device: &Device,
+) -> Result<(), TrainError> {
+    let cache = crate::pipeline::cache_dir(cfg, run_dir);
+    let feats = probe_features(&ft.enc, data, cfg, Some(&cache))?;
+    let fitted = fit_probe(
+        &feats.train,
+        data.n_verbs,
+        data.n_nouns,
+        &cfg.probe,
+        cfg.run.seed,
+        device,
+    )?;
+    tracing::info!(
+        "classifier initialised from the linear probe (loss {:.4})",
+        fitted.train_loss
+    );
+    let vars = ft.enc.varmap.data().lock().expect("varmap lock");
+    for (name, t) in fitted.folded_weights()? {
+        let key = format!("classifier.{name}");
+        let var = vars
+            .get(&key)
+            .ok_or_else(|| TrainError::Data(format!("no fine-tuning parameter {key}")))?;
+        var.set(&t.to_device(device).ctx("probe head")?)
+            .ctx("setting the classifier from the probe")?;
+    }
+    Ok(())
+}
+
 /// Fine-tunes the encoder of `init` (or random init) on `data.train`, evaluates on `data.val`.
 pub fn finetune(
     cfg: &Config,
@@ -256,6 +295,7 @@ pub fn finetune(
         clf,
         dropout: f.dropout,
         clips_per_view: m,
+        bn_train: !f.freeze_bn,
     };
     let all_vars = av_optim::trainable_vars(&ft.enc.varmap);
     let (clf_vars, _) = av_optim::partition_by_prefix(all_vars.clone(), "classifier.");
@@ -272,7 +312,10 @@ pub fn finetune(
         shape: clip_shape(cfg),
         delta: cfg.sampler.delta_s,
     });
-    let total_epochs = f.warmup_epochs + f.epochs;
+    // LP-FT: the probe is the converged form of the classifier-only warm-up.
+    let lp_init = f.head_init == "probe";
+    let warmup_epochs = if lp_init { 0 } else { f.warmup_epochs };
+    let total_epochs = warmup_epochs + f.epochs;
     let mut ckm = CheckpointManager::new(
         run_dir.join("checkpoints"),
         cfg.checkpoint.keep_last,
@@ -288,6 +331,9 @@ pub fn finetune(
         p => Some(PathBuf::from(p)),
     };
     let mut pending_optim = None;
+    if lp_init && resume.is_none() {
+        init_from_probe(&ft, cfg, data, run_dir, &device)?;
+    }
     if let Some(path) = resume {
         let ck = checkpoint::load_checkpoint(&path, &device)?;
         checkpoint::restore_varmap(&ft.enc.varmap, &ck.model, &ck.path)?;
@@ -329,7 +375,7 @@ pub fn finetune(
     let mut opt: Option<(bool, Box<dyn Optimizer>)> = None;
     let mut last = None;
     while epoch < total_epochs {
-        let warm = epoch < f.warmup_epochs;
+        let warm = epoch < warmup_epochs;
         // A new optimiser when the phase changes (the reference builds one per phase).
         if opt.as_ref().is_none_or(|(w, _)| *w != warm) {
             let vars = if warm {
@@ -357,7 +403,7 @@ pub fn finetune(
                 milestones: f.milestones.clone(),
                 gamma: f.gamma,
             }
-            .lr(epoch - f.warmup_epochs)
+            .lr(epoch - warmup_epochs)
         };
         o.set_lr(lr);
         let mut sum = 0.0;
@@ -434,7 +480,7 @@ pub fn finetune(
             .state_tensors()
             .map_err(|e| TrainError::other("optimiser state", e))?;
         // The optimiser of the warm-up phase does not carry into the main phase.
-        let optim = if epoch == f.warmup_epochs {
+        let optim = if epoch == warmup_epochs {
             Default::default()
         } else {
             optim

@@ -86,10 +86,12 @@ fn split_of(ds: &Dataset, name: &str) -> Result<ProbeSplit, TrainError> {
                 });
             }
         }
-        SplitData::StateChanges(_) => return Err(data_err(format!(
-            "manifest {} holds Ego4D state changes; the linear probe classifies actions or clips",
-            ds.manifest.name
-        ))),
+        SplitData::StateChanges(_) => {
+            let name = &ds.manifest.name;
+            return Err(data_err(format!(
+                "manifest {name} holds Ego4D state changes, not classifiable segments or clips"
+            )));
+        }
     }
     Ok(ProbeSplit {
         videos: VideoSet::Files(files),

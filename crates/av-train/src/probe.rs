@@ -139,16 +139,27 @@ pub struct ProbeFeatures {
 /// Extracts the feature of every view, in order, batching the encoder calls: the clips of a
 /// view are encoded in one call and their features concatenated (`[f(before), f(after)]` or
 /// `f(clip)`).
+struct Extractor<'a> {
+    enc: &'a VideoEncoder,
+    sampler: &'a ReplaiSampler,
+    data: &'a ProbeData,
+    batch: usize,
+    shape: [usize; 4],
+}
+
 fn extract(
-    enc: &VideoEncoder,
-    sampler: &ReplaiSampler,
-    data: &ProbeData,
+    ex: &Extractor<'_>,
     split: &ProbeSplit,
     views: &[View],
-    batch: usize,
     bn_train: bool,
-    shape: [usize; 4],
 ) -> Result<FeatureSet, TrainError> {
+    let Extractor {
+        enc,
+        sampler,
+        data,
+        batch,
+        shape,
+    } = *ex;
     let per: usize = shape.iter().product();
     let d = enc.out_dim();
     let m = data.protocol.clips_per_view();
@@ -321,26 +332,15 @@ pub fn probe_features(
         delta,
         seed,
     );
-    let train = extract(
+    let ex = Extractor {
         enc,
-        &sampler,
+        sampler: &sampler,
         data,
-        &data.train,
-        &train_views,
-        p.batch_size,
-        p.bn_train_mode,
+        batch: p.batch_size,
         shape,
-    )?;
-    let val = extract(
-        enc,
-        &sampler,
-        data,
-        &data.val,
-        &val_views,
-        p.batch_size,
-        false,
-        shape,
-    )?;
+    };
+    let train = extract(&ex, &data.train, &train_views, p.bn_train_mode)?;
+    let val = extract(&ex, &data.val, &val_views, false)?;
     let feats = ProbeFeatures { train, val };
     if let Some(dir) = cache_dir {
         std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
@@ -429,31 +429,58 @@ pub(crate) fn cross_entropy(logits: &Tensor, labels: &Tensor) -> candle_core::Re
     logp.gather(&labels.unsqueeze(1)?, 1)?.mean_all()?.neg()
 }
 
-/// Trains the verb/noun linear heads on `feats.train` and evaluates them on `feats.val`.
-pub fn train_and_evaluate(
-    feats: &ProbeFeatures,
-    n_verbs: usize,
-    n_nouns: usize,
-    p: &ProbeConfig,
-    seed: u64,
-    device: &Device,
-) -> Result<ProbeMetrics, TrainError> {
-    let train = &feats.train;
-    if train.is_empty() || feats.val.is_empty() {
-        return Err(TrainError::Data(format!(
-            "probe needs training and evaluation segments, got {} and {}",
-            train.len(),
-            feats.val.len()
-        )));
+/// A trained linear probe: its heads, the standardisation its inputs need, and its final loss.
+pub struct FittedProbe {
+    /// The heads (`verb_class`, and `noun_class` unless single-label).
+    pub clf: MultiTaskClassifier,
+    /// Their parameters.
+    pub varmap: VarMap,
+    /// Training-set mean and std applied to features first (`probe.standardize`).
+    pub norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// Mean loss of the last epoch.
+    pub train_loss: f64,
+}
+
+impl FittedProbe {
+    /// The heads as weights for raw (unstandardised) features, keyed `<head>.weight` /
+    /// `<head>.bias`: `W' = W / std`, `b' = b - W' mean`. This is how fine-tuning starts from
+    /// the probe (LP-FT).
+    pub fn folded_weights(&self) -> Result<Vec<(String, Tensor)>, TrainError> {
+        let vars = self.varmap.data().lock().expect("varmap lock").clone();
+        let mut out = Vec::new();
+        for (name, var) in &vars {
+            let Some(head) = name.strip_suffix(".weight") else {
+                continue;
+            };
+            let w = var.as_tensor().clone();
+            let b = vars
+                .get(&format!("{head}.bias"))
+                .map(|v| v.as_tensor().clone())
+                .ok_or_else(|| TrainError::Data(format!("probe head {head} has no bias")))?;
+            let (w, b) = match &self.norm {
+                None => (w, b),
+                Some((mean, std)) => {
+                    let dev = w.device().clone();
+                    let d = mean.len();
+                    let inv: Vec<f32> = std.iter().map(|s| 1.0 / s).collect();
+                    let inv = Tensor::from_vec(inv, (1, d), &dev).ctx("fold")?;
+                    let mean = Tensor::from_vec(mean.clone(), (d, 1), &dev).ctx("fold")?;
+                    let w2 = w.broadcast_mul(&inv).ctx("fold")?;
+                    let shift = w2.matmul(&mean).ctx("fold")?.squeeze(1).ctx("fold")?;
+                    (w2, (b - shift).ctx("fold")?)
+                }
+            };
+            out.push((format!("{head}.weight"), w));
+            out.push((format!("{head}.bias"), b));
+        }
+        Ok(out)
     }
-    let two_heads = n_nouns > 0;
-    let mut checks = vec![
-        ("verb", &train.verb, n_verbs),
-        ("verb", &feats.val.verb, n_verbs),
-    ];
-    if two_heads {
-        checks.push(("noun", &train.noun, n_nouns));
-        checks.push(("noun", &feats.val.noun, n_nouns));
+}
+
+fn check_labels(f: &FeatureSet, n_verbs: usize, n_nouns: usize) -> Result<(), TrainError> {
+    let mut checks = vec![("verb", &f.verb, n_verbs)];
+    if n_nouns > 0 {
+        checks.push(("noun", &f.noun, n_nouns));
     }
     for (what, labels, n) in checks {
         if let Some(bad) = labels.iter().find(|&&l| l >= n) {
@@ -462,9 +489,28 @@ pub fn train_and_evaluate(
             )));
         }
     }
+    Ok(())
+}
+
+/// Trains the linear heads on `train` (SGD with step milestones, mean of the heads'
+/// cross-entropies); `n_nouns == 0` trains a single head.
+pub fn fit_probe(
+    train: &FeatureSet,
+    n_verbs: usize,
+    n_nouns: usize,
+    p: &ProbeConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<FittedProbe, TrainError> {
+    if train.is_empty() {
+        return Err(TrainError::Data(
+            "probe needs training segments, got none".into(),
+        ));
+    }
+    check_labels(train, n_verbs, n_nouns)?;
+    let two_heads = n_nouns > 0;
     let norm = p.standardize.then(|| standardise(train));
     let xtr = apply_norm(train, &norm, device)?;
-    let xva = apply_norm(&feats.val, &norm, device)?;
     let varmap = VarMap::new();
     let vb = SeededVarMap::new(varmap.clone(), derive_seed(seed, 0xc1a5, 0, 0))
         .var_builder(DType::F32, device);
@@ -544,6 +590,37 @@ pub fn train_and_evaluate(
             });
         }
     }
+    Ok(FittedProbe {
+        clf,
+        varmap,
+        norm,
+        train_loss: last_loss,
+    })
+}
+
+/// Trains the verb/noun linear heads on `feats.train` and evaluates them on `feats.val`.
+pub fn train_and_evaluate(
+    feats: &ProbeFeatures,
+    n_verbs: usize,
+    n_nouns: usize,
+    p: &ProbeConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<ProbeMetrics, TrainError> {
+    let train = &feats.train;
+    if train.is_empty() || feats.val.is_empty() {
+        return Err(TrainError::Data(format!(
+            "probe needs training and evaluation segments, got {} and {}",
+            train.len(),
+            feats.val.len()
+        )));
+    }
+    check_labels(&feats.val, n_verbs, n_nouns)?;
+    let two_heads = n_nouns > 0;
+    let fitted = fit_probe(train, n_verbs, n_nouns, p, seed, device)?;
+    let xva = apply_norm(&feats.val, &fitted.norm, device)?;
+    let clf = &fitted.clf;
+    let last_loss = fitted.train_loss;
     let outs = clf.forward_all(&xva).ctx("probe eval")?;
     let val = &feats.val;
     let verb = head_metrics(&outs[0].1, &val.verb, &val.group, n_verbs)?;
@@ -897,6 +974,42 @@ mod tests {
         // Deterministic for a seed.
         let again = train_and_evaluate(&feats, 4, 4, &p, 0, &Device::Cpu).expect("probe");
         assert_eq!(m, again);
+    }
+
+    #[test]
+    fn folded_heads_take_raw_features() {
+        // LP-FT starts fine-tuning from these: they must give the probe's logits on raw input.
+        let mut train = blobs(10, 3, 5, 1);
+        for (i, v) in train.x.iter_mut().enumerate() {
+            *v = *v * (1.0 + (i % 8) as f32) + 4.0;
+        }
+        let p = ProbeConfig {
+            epochs: 3,
+            batch_size: 8,
+            ..ProbeConfig::default()
+        };
+        let fitted = fit_probe(&train, 3, 3, &p, 0, &Device::Cpu).expect("fit");
+        assert!(fitted.norm.is_some(), "the default standardises");
+        let raw =
+            Tensor::from_vec(train.x.clone(), (train.len(), train.dim), &Device::Cpu).expect("x");
+        let normed = apply_norm(&train, &fitted.norm, &Device::Cpu).expect("norm");
+        let want = fitted.clf.forward_all(&normed).expect("probe logits");
+        let folded: std::collections::HashMap<String, Tensor> =
+            fitted.folded_weights().expect("fold").into_iter().collect();
+        for (name, logits) in want {
+            let w = &folded[&format!("{name}.weight")];
+            let b = &folded[&format!("{name}.bias")];
+            let got = raw
+                .matmul(&w.t().expect("t"))
+                .and_then(|x| x.broadcast_add(b))
+                .expect("folded logits");
+            let diff = (got - logits)
+                .and_then(|d| d.abs())
+                .and_then(|d| d.max_all())
+                .and_then(|d| d.to_scalar::<f32>())
+                .expect("diff");
+            assert!(diff < 1e-4, "{name}: {diff}");
+        }
     }
 
     #[test]

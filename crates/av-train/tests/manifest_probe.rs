@@ -149,10 +149,31 @@ fn epic_layout_probe_uses_single_clips_and_video_level_averaging() {
     assert_eq!(m8.counts[3], n_val);
 
     // Fine-tuning reads the same manifest and evaluates the same views.
-    let ft = finetune(&cfg, None, &data, &tmp.path().join("ft"), true).expect("fine-tune");
+    // The reference protocol: random heads, a classifier-only warm-up epoch, then all layers.
+    let reference = with(
+        &ds,
+        &[
+            "finetune.head_init=random".into(),
+            "finetune.dropout=0.5".into(),
+        ],
+    );
+    let ft = finetune(&reference, None, &data, &tmp.path().join("ft"), true).expect("fine-tune");
     assert_eq!(ft.epoch_losses.len(), 2);
     assert_eq!(ft.metrics.counts[3], 3 * n_val);
     assert!(ft.metrics.noun.is_some());
+
+    // LP-FT with no fine-tuning epoch is the probe itself: same heads, same evaluation views.
+    let lp = with(
+        &ds,
+        &[
+            "finetune.head_init=probe".into(),
+            "finetune.epochs=0".into(),
+        ],
+    );
+    let lp_out = finetune(&lp, None, &data, &tmp.path().join("lp"), true).expect("LP-FT");
+    assert_eq!(lp_out.epoch_losses.len(), 0);
+    assert_eq!(lp_out.metrics.verb.top1, m.verb.top1);
+    assert_eq!(lp_out.metrics.verb.confusion, m.verb.confusion);
 }
 
 /// Lays the exported videos out as UCF-101 (`<Class>/v_<Class>_gNN_c01` frame folders), one
