@@ -43,8 +43,23 @@ pub fn draw(
             render(root, true, &title, &spec, sample_rate, a, cfg, 500)
         }
         Some(_) => {
-            let root = BitMapBackend::new(target, (WIDTH, HEIGHT)).into_drawing_area();
-            render(root, false, &title, &spec, sample_rate, a, cfg, 1300)
+            // Rasterise into memory and encode with the workspace's `image` (plotters' own
+            // encoder would pull in a second, older `image` crate).
+            let mut rgb = vec![0u8; WIDTH as usize * HEIGHT as usize * 3];
+            {
+                let root =
+                    BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
+                render(root, false, &title, &spec, sample_rate, a, cfg, 1300)?;
+            }
+            image::save_buffer_with_format(
+                target,
+                &rgb,
+                WIDTH,
+                HEIGHT,
+                image::ExtendedColorType::Rgb8,
+                image::ImageFormat::Png,
+            )
+            .map_err(|err| anyhow!("{}: writing the PNG: {err}", target.display()))
         }
         None => Err(anyhow!(
             "{}: plot name must end in .svg or .png",

@@ -6,10 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use av_train::labelled::seen_and_rest;
 use av_train::pipeline::{
     cache_dir, eval_world, format_metrics, probe_data, probe_encoder, DatasetChoice,
 };
-use av_train::probe::metrics_json;
+use av_train::probe::{metrics_json, ProbeData};
 use av_train::Config;
 use clap::Parser;
 
@@ -52,6 +53,10 @@ struct Args {
     /// `clip` (one clip per view, the EPIC/UCF/HMDB protocol), `pair` (before/after) or `auto`.
     #[arg(long)]
     protocol: Option<String>,
+    /// Concept generalisation (AV-SSRL): probe the seen classes and the manifest's rest classes
+    /// (`files.rest_classes`) separately, each re-labelled from 0.
+    #[arg(long)]
+    rest_classes: bool,
     /// Where to write the results JSON and confusion matrices (default: next to the checkpoint).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -110,6 +115,9 @@ fn main() -> Result<()> {
         }
         .overrides(),
     );
+    if args.rest_classes {
+        overrides.push("probe.rest_classes=true".into());
+    }
     // A saved run config may itself ask to resume; evaluation never does.
     overrides.push("model.resume=".into());
     let cfg = Config::load(config_path.as_deref(), &overrides)
@@ -128,25 +136,44 @@ fn main() -> Result<()> {
     };
     let label = if args.random { "random" } else { "pretrained" };
     let cache = cache_dir(&cfg, run.as_deref().unwrap_or(&out));
-    let m = probe_encoder(
-        &cfg,
-        ckpt,
-        &data,
-        Some(&cache),
-        Some(&out.join("linear_eval")),
-    )
-    .context("linear probe failed")?;
-    println!("{label:<10} {}", format_metrics(&m));
-    let noun = m
-        .noun
-        .as_ref()
-        .map(|n| format!(", noun {:.1}", n.mean_class_accuracy))
-        .unwrap_or_default();
-    println!(
-        "mean per-class accuracy: {} {:.1}{noun}; {} training views, {} evaluation segments ({} views)",
-        data.first_head, m.verb.mean_class_accuracy, m.counts[1], m.counts[2], m.counts[3]
-    );
-    let json = serde_json::json!({ label: metrics_json(&m), "checkpoint": args.checkpoint, "config": config_path });
+    // AV-SSRL concept generalisation: seen and rest classes as two problems; else one.
+    let problems: Vec<(&str, ProbeData)> = if cfg.probe.rest_classes {
+        let (seen, rest) = seen_and_rest(&data).context("rest-class evaluation")?;
+        vec![("seen", seen), ("rest", rest)]
+    } else {
+        vec![("all", data)]
+    };
+    let mut results = serde_json::Map::new();
+    for (group, data) in &problems {
+        let conf_dir = match *group {
+            "all" => out.join("linear_eval"),
+            g => out.join("linear_eval").join(g),
+        };
+        let m = probe_encoder(&cfg, ckpt, data, Some(&cache), Some(&conf_dir))
+            .with_context(|| format!("linear probe ({group} classes) failed"))?;
+        let tag = if *group == "all" {
+            label.to_string()
+        } else {
+            format!("{label} {group}")
+        };
+        println!("{tag:<10} {}", format_metrics(&m));
+        let noun = m
+            .noun
+            .as_ref()
+            .map(|n| format!(", noun {:.1}", n.mean_class_accuracy))
+            .unwrap_or_default();
+        println!(
+            "mean per-class accuracy: {} {:.1}{noun}; {} training views, {} evaluation segments ({} views)",
+            data.first_head, m.verb.mean_class_accuracy, m.counts[1], m.counts[2], m.counts[3]
+        );
+        results.insert(group.to_string(), metrics_json(&m));
+    }
+    let metrics = match results.remove("all") {
+        Some(m) => m,
+        None => serde_json::Value::Object(results),
+    };
+    let json =
+        serde_json::json!({ label: metrics, "checkpoint": args.checkpoint, "config": config_path });
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let path = out.join(format!("linear_eval_{label}.json"));
     std::fs::write(&path, serde_json::to_vec_pretty(&json)?)

@@ -359,6 +359,9 @@ pub struct ProbeConfig {
     /// labelled window: the EPIC-100 / UCF-101 / HMDB-51 protocol) or `auto` (pair for the
     /// synthetic world, clip for manifests).
     pub protocol: String,
+    /// Concept generalisation (AV-SSRL `--use-rest-classes`): probe the seen and the rest classes
+    /// of the manifest's `files.rest_classes` as two separate problems.
+    pub rest_classes: bool,
 }
 
 impl Default for ProbeConfig {
@@ -384,6 +387,7 @@ impl Default for ProbeConfig {
             train_split: "train".into(),
             eval_split: String::new(),
             protocol: "auto".into(),
+            rest_classes: false,
         }
     }
 }

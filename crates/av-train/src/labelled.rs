@@ -199,5 +199,139 @@ pub fn manifest_probe_data(cfg: &Config) -> Result<ProbeData, TrainError> {
         protocol,
         class_names: names,
         first_head: if single_label { "label" } else { "verb" }.into(),
+        rest_classes: ds.classes.rest.clone(),
     })
+}
+
+/// AV-SSRL's concept-generalisation split (`--use-rest-classes`): the seen classes (not in
+/// `data.rest_classes`) and the rest classes as two separate single-label problems, each
+/// re-labelled from 0 in ascending original id (the reference's seen order depends on Python's
+/// hash seed; this one is deterministic).
+pub fn seen_and_rest(data: &ProbeData) -> Result<(ProbeData, ProbeData), TrainError> {
+    if data.n_nouns > 0 {
+        return Err(data_err(
+            "rest-class evaluation applies to single-label datasets (UCF-101, HMDB-51)".into(),
+        ));
+    }
+    if data.rest_classes.is_empty() {
+        return Err(data_err(
+            "no rest classes: set files.rest_classes in the dataset manifest".into(),
+        ));
+    }
+    let mut rest: Vec<usize> = data
+        .rest_classes
+        .iter()
+        .copied()
+        .filter(|&c| c < data.n_verbs)
+        .collect();
+    rest.sort_unstable();
+    rest.dedup();
+    let seen: Vec<usize> = (0..data.n_verbs)
+        .filter(|c| rest.binary_search(c).is_err())
+        .collect();
+    let pick = |classes: &[usize], tag: &str| -> Result<ProbeData, TrainError> {
+        let keep = |split: &ProbeSplit| ProbeSplit {
+            videos: split.videos.clone(),
+            segments: split
+                .segments
+                .iter()
+                .filter_map(|s| {
+                    let verb = classes.binary_search(&s.verb).ok()?;
+                    Some(LabelledSegment { verb, ..s.clone() })
+                })
+                .collect(),
+        };
+        let (train, val) = (keep(&data.train), keep(&data.val));
+        if train.segments.is_empty() || val.segments.is_empty() {
+            return Err(data_err(format!(
+                "the {tag} classes have {} training and {} evaluation clips; both need some",
+                train.segments.len(),
+                val.segments.len()
+            )));
+        }
+        let names = classes
+            .iter()
+            .filter_map(|&c| data.class_names[0].get(c).cloned())
+            .collect();
+        Ok(ProbeData {
+            train,
+            val,
+            n_verbs: classes.len(),
+            n_nouns: 0,
+            key: format!("{}|{tag}", data.key),
+            protocol: data.protocol,
+            class_names: [names, Vec::new()],
+            first_head: "label".into(),
+            rest_classes: Vec::new(),
+        })
+    };
+    Ok((pick(&seen, "seen")?, pick(&rest, "rest")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(video: usize, label: usize) -> LabelledSegment {
+        LabelledSegment {
+            video,
+            time_s: 0.0,
+            start_s: 0.0,
+            stop_s: f64::INFINITY,
+            verb: label,
+            noun: 0,
+        }
+    }
+
+    fn ucf_like(rest: Vec<usize>) -> ProbeData {
+        let split = |labels: &[usize]| ProbeSplit {
+            videos: VideoSet::Files(
+                labels
+                    .iter()
+                    .map(|l| PathBuf::from(l.to_string()))
+                    .collect(),
+            ),
+            segments: labels.iter().enumerate().map(|(i, &l)| seg(i, l)).collect(),
+        };
+        ProbeData {
+            train: split(&[0, 1, 2, 3, 4, 0, 3]),
+            val: split(&[4, 3, 1, 0, 2]),
+            n_verbs: 5,
+            n_nouns: 0,
+            key: "k".into(),
+            protocol: Protocol::Clip,
+            class_names: [
+                ["A", "B", "C", "D", "E"].map(String::from).to_vec(),
+                Vec::new(),
+            ],
+            first_head: "label".into(),
+            rest_classes: rest,
+        }
+    }
+
+    #[test]
+    fn seen_and_rest_relabel_each_group_from_zero() {
+        let (seen, rest) = seen_and_rest(&ucf_like(vec![3, 1])).expect("split");
+        assert_eq!((seen.n_verbs, rest.n_verbs), (3, 2));
+        assert_eq!(seen.class_names[0], ["A", "C", "E"]);
+        assert_eq!(rest.class_names[0], ["B", "D"]);
+        let labels = |s: &ProbeSplit| s.segments.iter().map(|x| x.verb).collect::<Vec<_>>();
+        // Train 0 1 2 3 4 0 3 -> seen {0, 2, 4} = 0 1 2, rest {1, 3} = 0 1.
+        assert_eq!(labels(&seen.train), [0, 1, 2, 0]);
+        assert_eq!(labels(&rest.train), [0, 1, 1]);
+        assert_eq!(labels(&rest.val), [1, 0]);
+        // Videos keep their indices into the (shared) video set.
+        assert_eq!(rest.val.segments[0].video, 1);
+        assert_ne!(seen.key, rest.key);
+    }
+
+    #[test]
+    fn seen_and_rest_need_a_rest_list_and_samples() {
+        assert!(seen_and_rest(&ucf_like(Vec::new())).is_err());
+        // Class 9 does not exist; only class 1 is rest, which has train and val clips.
+        assert!(seen_and_rest(&ucf_like(vec![1, 9])).is_ok());
+        let mut two_heads = ucf_like(vec![1]);
+        two_heads.n_nouns = 3;
+        assert!(seen_and_rest(&two_heads).is_err());
+    }
 }

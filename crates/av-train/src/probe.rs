@@ -70,6 +70,8 @@ pub struct ProbeData {
     pub class_names: [Vec<String>; 2],
     /// Name of the first head: `verb`, or `label` for single-label datasets.
     pub first_head: String,
+    /// AV-SSRL's "rest" (unseen) classes of a single-label dataset (`files.rest_classes`).
+    pub rest_classes: Vec<usize>,
 }
 
 impl ProbeData {
@@ -97,6 +99,7 @@ impl ProbeData {
             protocol: Protocol::Pair,
             class_names: [Vec::new(), Vec::new()],
             first_head: "verb".into(),
+            rest_classes: Vec::new(),
         }
     }
 }
