@@ -12,7 +12,7 @@ use av_models::MultiTaskClassifier;
 use av_optim::{AdamW, AdamWConfig, LrSchedule, Optimizer, Sgd, SgdConfig, StepMilestones};
 use av_video::ReplaiSampler;
 use candle_core::{DType, Device, Tensor};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint::{self, CheckpointKind, CheckpointManager, RngState, TrainState};
@@ -27,7 +27,7 @@ use crate::pretrain::select_device;
 use crate::probe::{
     cross_entropy, fit_probe, head_metrics, probe_features, ProbeData, ProbeMetrics, ProbeSplit,
 };
-use crate::views::{clips_of, eval_views, view_clips, Protocol};
+use crate::views::{clips_of, eval_views, random_pos, view_clips, Protocol};
 
 /// Augmented training clips of labelled segments.
 struct SegmentDataset {
@@ -59,10 +59,7 @@ impl Dataset for SegmentDataset {
     }
     fn get(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<SegItem, String> {
         let seg = &self.split.segments[index % self.split.segments.len()];
-        let pos = match self.protocol {
-            Protocol::Pair => seg.time_s + rng.random_range(-self.delta..=self.delta),
-            Protocol::Clip => rng.random_range(0.0..=1.0),
-        };
+        let pos = random_pos(self.protocol, seg, self.delta, rng);
         let clips = view_clips(
             &self.sampler,
             self.protocol,

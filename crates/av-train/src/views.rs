@@ -82,6 +82,20 @@ pub(crate) fn dense_fractions(n: usize) -> Vec<f64> {
     (0..n).map(|k| k as f64 / (n - 1) as f64).collect()
 }
 
+/// A random view position: the moment jittered by up to `delta` ([`Protocol::Pair`]) or a
+/// uniform clip-start fraction ([`Protocol::Clip`]).
+pub(crate) fn random_pos<R: Rng + ?Sized>(
+    protocol: Protocol,
+    seg: &LabelledSegment,
+    delta: f64,
+    r: &mut R,
+) -> f64 {
+    match protocol {
+        Protocol::Pair => seg.time_s + r.random_range(-delta..=delta),
+        Protocol::Clip => r.random_range(0.0..=1.0),
+    }
+}
+
 /// `n` augmented training views per segment.
 pub fn train_views(
     protocol: Protocol,
@@ -94,11 +108,7 @@ pub fn train_views(
     for (i, s) in segments.iter().enumerate() {
         for k in 0..n.max(1) {
             let vs = derive_seed(seed, 0x7a1, i as u64, k as u64);
-            let mut r = ChaCha8Rng::seed_from_u64(vs ^ 1);
-            let pos = match protocol {
-                Protocol::Pair => s.time_s + r.random_range(-delta..=delta),
-                Protocol::Clip => r.random_range(0.0..=1.0),
-            };
+            let pos = random_pos(protocol, s, delta, &mut ChaCha8Rng::seed_from_u64(vs ^ 1));
             out.push(View {
                 segment: i,
                 pos,
@@ -124,11 +134,7 @@ pub fn eval_views(
     for (i, s) in segments.iter().enumerate() {
         if single_clip {
             let vs = derive_seed(seed, 0x7a2, i as u64, 0);
-            let mut r = ChaCha8Rng::seed_from_u64(vs);
-            let pos = match protocol {
-                Protocol::Pair => s.time_s + r.random_range(-delta..=delta),
-                Protocol::Clip => r.random_range(0.0..=1.0),
-            };
+            let pos = random_pos(protocol, s, delta, &mut ChaCha8Rng::seed_from_u64(vs));
             out.push(View {
                 segment: i,
                 pos,

@@ -301,33 +301,15 @@ impl ReplaiSampler {
                 self.clip_times::<R>(&name, w.after, meta.fps, meta.duration_s, None)?,
             )
         };
-        // One decode pass for both clips: unique times in order.
-        let mut all: Vec<f64> = tb.iter().chain(ta.iter()).copied().collect();
-        all.sort_by(|a, b| a.total_cmp(b));
-        all.dedup_by(|a, b| (*a - *b).abs() < PTS_EPS);
-        let frames = src.read_frames_at(&all)?;
-        if frames.len() != all.len() {
-            return Err(VideoError::NoFramesInWindow {
-                source_name: name,
-                t0_s: w.before.0,
-                t1_s: w.after.1,
-            });
-        }
+        // One decode pass for both clips.
+        let wanted: Vec<f64> = tb.iter().chain(ta.iter()).copied().collect();
+        let (all, frames) = read_unique(src, &name, &wanted, (w.before.0, w.after.1))?;
         let lookup = |times: &[f64]| -> Vec<&Frame> {
-            times
-                .iter()
-                .map(|&x| {
-                    let i = all.partition_point(|&a| a < x - PTS_EPS).min(all.len() - 1);
-                    &frames[i]
-                })
-                .collect()
+            times.iter().map(|&x| frame_at(&all, &frames, x)).collect()
         };
         let fb = lookup(&tb);
         let fa = lookup(&ta);
         let (fh, fw, _) = frames[0].image.dim();
-        for (i, f) in frames.iter().enumerate() {
-            crate::source::check_frame(&name, i, &f.image, Some((fh, fw)))?;
-        }
         let spec = &self.cfg.clip;
         let (pb, pa) = if train {
             (
@@ -375,30 +357,11 @@ impl ReplaiSampler {
         } else {
             self.clip_times::<R>(&name, window, meta.fps, meta.duration_s, None)?
         };
-        // Loop padding repeats times out of order: decode each frame once, in time order.
-        let mut unique = times.clone();
-        unique.sort_by(|a, b| a.total_cmp(b));
-        unique.dedup_by(|a, b| (*a - *b).abs() < PTS_EPS);
-        let frames = src.read_frames_at(&unique)?;
-        if frames.len() != unique.len() {
-            return Err(VideoError::NoFramesInWindow {
-                source_name: name,
-                t0_s: window.0,
-                t1_s: window.1,
-            });
-        }
+        let (unique, frames) = read_unique(src, &name, &times, window)?;
         let (fh, fw, _) = frames[0].image.dim();
-        for (i, f) in frames.iter().enumerate() {
-            crate::source::check_frame(&name, i, &f.image, Some((fh, fw)))?;
-        }
         let picked: Vec<_> = times
             .iter()
-            .map(|&x| {
-                let i = unique
-                    .partition_point(|&a| a < x - PTS_EPS)
-                    .min(unique.len() - 1);
-                &frames[i].image
-            })
+            .map(|&x| &frame_at(&unique, &frames, x).image)
             .collect();
         let spec = &self.cfg.clip;
         let params = if train {
@@ -438,6 +401,41 @@ impl ReplaiSampler {
                 source,
             })
     }
+}
+
+/// Decodes each distinct time of `times` once, in time order (loop padding repeats times out of
+/// order, and a sample's two clips may share frames), and checks that all frames have one size.
+/// Returns the sorted distinct times and their frames.
+fn read_unique(
+    src: &mut dyn VideoSource,
+    name: &str,
+    times: &[f64],
+    window: (f64, f64),
+) -> Result<(Vec<f64>, Vec<Frame>), VideoError> {
+    let mut unique = times.to_vec();
+    unique.sort_by(|a, b| a.total_cmp(b));
+    unique.dedup_by(|a, b| (*a - *b).abs() < PTS_EPS);
+    let frames = src.read_frames_at(&unique)?;
+    if frames.is_empty() || frames.len() != unique.len() {
+        return Err(VideoError::NoFramesInWindow {
+            source_name: name.to_string(),
+            t0_s: window.0,
+            t1_s: window.1,
+        });
+    }
+    let (fh, fw, _) = frames[0].image.dim();
+    for (i, f) in frames.iter().enumerate() {
+        crate::source::check_frame(name, i, &f.image, Some((fh, fw)))?;
+    }
+    Ok((unique, frames))
+}
+
+/// The frame of [`read_unique`]'s output decoded for time `x`.
+fn frame_at<'a>(unique: &[f64], frames: &'a [Frame], x: f64) -> &'a Frame {
+    let i = unique
+        .partition_point(|&a| a < x - PTS_EPS)
+        .min(unique.len() - 1);
+    &frames[i]
 }
 
 /// Sample range `[i0, i1)` of the window `[a0, a1]` seconds in a track of `n` samples.
