@@ -47,9 +47,12 @@ mod error;
 mod ffmpeg;
 mod frontend;
 mod mel;
+pub mod mem;
 mod mp4;
 mod npy;
 mod resample;
+pub mod simd;
+mod wav;
 
 pub use decode::{
     decode_file, decode_file_with, decode_mono, write_wav, write_wav_pcm16, DecodeOptions,

@@ -481,46 +481,90 @@ impl MelSpectrogram {
         scratch
             .fft_scratch
             .resize(self.fft.get_scratch_len(), Complex::default());
-        scratch.power.resize(n_freqs, 0.0);
+        // Power spectra of FRAME_GROUP frames, bin-major: power[bin * FRAME_GROUP + frame].
+        scratch.power.resize(n_freqs * FRAME_GROUP, 0.0);
         out.n_rows = self.cfg.n_mels;
         out.n_frames = n_frames;
         out.data.resize(self.cfg.n_mels * n_frames, 0.0);
 
         let hop = self.cfg.hop_length;
-        for t in 0..n_frames {
-            let src = &signal[t * hop..t * hop + n_fft];
-            for ((f, &x), &w) in scratch.frame.iter_mut().zip(src).zip(&self.window) {
-                *f = x * w;
-            }
-            self.fft
-                .process_with_scratch(
-                    &mut scratch.frame,
-                    &mut scratch.spectrum,
-                    &mut scratch.fft_scratch,
-                )
-                .map_err(|e| AudioError::InvalidConfig(format!("FFT failed: {e}")))?;
-            if self.cfg.power == 2.0 {
-                for (p, c) in scratch.power.iter_mut().zip(&scratch.spectrum) {
-                    *p = c.re * c.re + c.im * c.im;
+        for g in (0..n_frames).step_by(FRAME_GROUP) {
+            let in_group = FRAME_GROUP.min(n_frames - g);
+            for f in 0..in_group {
+                let t = g + f;
+                let src = &signal[t * hop..t * hop + n_fft];
+                for ((x_w, &x), &w) in scratch.frame.iter_mut().zip(src).zip(&self.window) {
+                    *x_w = x * w;
                 }
-            } else {
-                let e = self.cfg.power;
-                for (p, c) in scratch.power.iter_mut().zip(&scratch.spectrum) {
-                    *p = (c.re * c.re + c.im * c.im).sqrt().powf(e);
+                self.fft
+                    .process_with_scratch(
+                        &mut scratch.frame,
+                        &mut scratch.spectrum,
+                        &mut scratch.fft_scratch,
+                    )
+                    .map_err(|e| AudioError::InvalidConfig(format!("FFT failed: {e}")))?;
+                let column = scratch.power.iter_mut().skip(f).step_by(FRAME_GROUP);
+                if self.cfg.power == 2.0 {
+                    for (p, c) in column.zip(&scratch.spectrum) {
+                        *p = c.re * c.re + c.im * c.im;
+                    }
+                } else {
+                    let e = self.cfg.power;
+                    for (p, c) in column.zip(&scratch.spectrum) {
+                        *p = (c.re * c.re + c.im * c.im).sqrt().powf(e);
+                    }
                 }
             }
-            for (m, band) in self.bands.iter().enumerate() {
-                let p = &scratch.power[band.first_bin..band.first_bin + band.weights.len()];
-                let mut acc = 0.0f32;
-                for (&w, &x) in band.weights.iter().zip(p) {
-                    acc += w * x;
-                }
-                out.data[m * n_frames + t] = acc;
-            }
+            mel_bands(
+                &self.bands,
+                &scratch.power,
+                &mut out.data,
+                n_frames,
+                g,
+                in_group,
+            );
         }
         Ok(())
     }
 }
+
+/// Frames whose mel bands are accumulated side by side (one vector of sums per band); each
+/// frame's sum still runs over its bins in order, so the values do not depend on the grouping.
+const FRAME_GROUP: usize = 8;
+
+/// Body of [`mel_bands`]: band sums of the frames `g .. g + in_group` from bin-major powers.
+#[inline(always)]
+fn mel_bands_body(
+    bands: &[Band],
+    power: &[f32],
+    data: &mut [f32],
+    n_frames: usize,
+    g: usize,
+    in_group: usize,
+) {
+    for (m, band) in bands.iter().enumerate() {
+        let mut acc = [0.0f32; FRAME_GROUP];
+        let bins = &power[band.first_bin * FRAME_GROUP..];
+        for (&w, p) in band.weights.iter().zip(bins.chunks_exact(FRAME_GROUP)) {
+            for (a, &x) in acc.iter_mut().zip(p) {
+                *a += w * x;
+            }
+        }
+        data[m * n_frames + g..m * n_frames + g + in_group].copy_from_slice(&acc[..in_group]);
+    }
+}
+
+crate::multiversion!(
+    /// [`mel_bands_body`] with the widest vectors the CPU has.
+    fn mel_bands(
+        bands: &[Band],
+        power: &[f32],
+        data: &mut [f32],
+        n_frames: usize,
+        g: usize,
+        in_group: usize,
+    ) => mel_bands_body
+);
 
 /// Pads `x` by `pad` on both sides into `out` (reflect requires `x.len() > pad`).
 fn pad_signal(x: &[f32], pad: usize, mode: PadMode, out: &mut Vec<f32>) {

@@ -206,35 +206,59 @@ impl SincResampler {
 
     /// Computes outputs `first .. first + out.len()`.
     fn fill(&self, input: &[f32], out: &mut [f32], first: usize) {
-        let n = input.len();
-        let taps = self.taps;
-        let mut edge = vec![0.0f32; taps];
-        for (o, y) in out.iter_mut().enumerate() {
-            let idx = first + o;
-            let (m, j) = (idx / self.new, idx % self.new);
-            let row = &self.kernel[j * taps..(j + 1) * taps];
-            // Input index of the first tap (may fall in the zero padding on either side).
-            let s = (self.orig * m + self.start[j]) as isize - self.width as isize;
-            *y = if s >= 0 && s as usize + taps <= n {
-                dot(row, &input[s as usize..s as usize + taps])
-            } else {
-                for (k, e) in edge.iter_mut().enumerate() {
-                    let i = s + k as isize;
-                    *e = if i >= 0 && (i as usize) < n {
-                        input[i as usize]
-                    } else {
-                        0.0
-                    };
-                }
-                dot(row, &edge)
-            };
-        }
+        fill_outputs(self, input, out, first);
     }
 }
 
+/// Body of [`SincResampler::fill`], compiled per instruction set by [`fill_outputs`].
+#[inline(always)]
+fn fill_body(r: &SincResampler, input: &[f32], out: &mut [f32], first: usize) {
+    let n = input.len();
+    let taps = r.taps;
+    // Phase j and block m of the next output, advanced without a division per sample.
+    let (mut m, mut j) = (first / r.new, first % r.new);
+    let mut next = || {
+        let row = &r.kernel[j * taps..(j + 1) * taps];
+        // Input index of the first tap (may fall in the zero padding on either side).
+        let s = (r.orig * m + r.start[j]) as isize - r.width as isize;
+        j += 1;
+        if j == r.new {
+            j = 0;
+            m += 1;
+        }
+        (row, s)
+    };
+    let interior = |s: isize| s >= 0 && s as usize + taps <= n;
+    let mut edge = vec![0.0f32; taps];
+    let mut edge_dot = |row: &[f32], s: isize| {
+        for (k, e) in edge.iter_mut().enumerate() {
+            let i = s + k as isize;
+            *e = if i >= 0 && (i as usize) < n {
+                input[i as usize]
+            } else {
+                0.0
+            };
+        }
+        dot(row, &edge)
+    };
+    for y in out.iter_mut() {
+        let (row, s) = next();
+        *y = if interior(s) {
+            dot(row, &input[s as usize..s as usize + taps])
+        } else {
+            edge_dot(row, s)
+        };
+    }
+}
+
+crate::multiversion!(
+    /// [`fill_body`] with the widest vectors the CPU has.
+    fn fill_outputs(r: &SincResampler, input: &[f32], out: &mut [f32], first: usize) => fill_body
+);
+
 /// Dot product of two equal-length slices whose length is a multiple of [`LANES`], with
 /// `LANES` independent accumulators so the compiler emits packed multiply-adds.
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {

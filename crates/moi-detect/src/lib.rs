@@ -38,6 +38,7 @@
 //! log-spectrogram) and [`WindowedDetector`] (bounded memory, sliding-window statistics).
 
 mod error;
+mod log10;
 mod logmel;
 mod peaks;
 mod spectrum;
@@ -205,6 +206,15 @@ pub fn frame_times(n_frames: usize, nperseg: usize, hop: usize, sample_rate: u32
 }
 
 pub(crate) fn check_finite(samples: &[f32], offset: usize) -> Result<()> {
+    use rayon::prelude::*;
+    // A branch-free scan per block (vectorised), blocks in parallel; the position is only
+    // searched for when something is wrong.
+    let finite = samples
+        .par_chunks(1 << 16)
+        .all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()));
+    if finite {
+        return Ok(());
+    }
     if let Some(i) = samples.iter().position(|v| !v.is_finite()) {
         return Err(MoiError::NonFinite {
             what: "audio samples",
@@ -311,7 +321,7 @@ fn log_spectrogram_checked(
     } else {
         (samples.len() - cfg.nperseg) / cfg.hop() + 1
     };
-    let mut data = vec![0.0f64; n_frames * n_bins];
+    let mut data = av_audio::mem::zeroed_f64(n_frames * n_bins);
     if n_frames > 0 {
         features.frames_into(samples, 0, &mut data)?;
     }
@@ -330,8 +340,12 @@ pub fn energy_curve(
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     cfg.validate()?;
     check_rate(sample_rate)?;
-    check_finite(samples, 0)?;
     let n = samples.len();
+    // The PSD curve checks finiteness lazily (below); the log-mel path clamps before its
+    // logarithm, which would hide a NaN, so it checks first.
+    if n < cfg.nperseg || cfg.curve == CurveKind::LogMel {
+        check_finite(samples, 0)?;
+    }
     if n == 0 {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -340,7 +354,19 @@ pub fn energy_curve(
         return Ok((vec![0.0], frame_times(1, n, n, sample_rate)));
     }
     let spec = log_spectrogram_checked(samples, sample_rate, cfg)?;
-    let curve = spectrum::zscore_curve(&spec.data, spec.n_bins, cfg.z_eps);
+    let (mean, denom) = spectrum::zscore_stats(&spec.data, spec.n_bins, cfg.z_eps);
+    if cfg.curve == CurveKind::ScipyPsd {
+        // A NaN or infinite sample turns its frames' log-PSD into NaN, hence some row mean;
+        // only then is the audio scanned for the position to report. Samples after the last
+        // full segment never reach a frame and are checked directly. This saves a full pass
+        // over the audio on the normal path.
+        let covered = (spec.n_frames - 1) * cfg.hop() + cfg.nperseg;
+        check_finite(&samples[covered..], covered)?;
+        if mean.iter().any(|m| !m.is_finite()) {
+            check_finite(samples, 0)?;
+        }
+    }
+    let curve = spectrum::curve_from_stats(&spec.data, spec.n_bins, &mean, &denom);
     let times = frame_times(curve.len(), cfg.nperseg, cfg.hop(), sample_rate);
     Ok((curve, times))
 }

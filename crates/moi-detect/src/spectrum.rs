@@ -10,10 +10,12 @@
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use realfft::num_complex::Complex;
-use realfft::{RealFftPlanner, RealToComplex};
+use rustfft::num_complex::Complex;
+use rustfft::{Fft, FftPlanner};
 
 use crate::error::{MoiError, Result};
+use crate::log10::log10_in_place_inline;
+use av_audio::multiversion;
 
 /// Frames handled by one parallel task: large enough to amortise scheduling, small enough to
 /// balance two to sixteen cores on a few seconds of audio.
@@ -54,109 +56,183 @@ pub fn tukey_periodic(m: usize, alpha: f64) -> Vec<f64> {
     w
 }
 
-/// numpy's pairwise summation of the `n` values `get(start)..get(start + n - 1)`.
-fn pairwise_scalar<G: Fn(usize) -> f64>(start: usize, n: usize, get: &G) -> f64 {
+/// numpy's pairwise summation of `x` in float64 (8 accumulators up to 128 values, halving
+/// above), so per-segment means round exactly like scipy's `detrend='constant'`.
+#[inline(always)]
+fn pairwise_sum<T: Copy + Into<f64>>(x: &[T]) -> f64 {
+    let n = x.len();
+    if n <= 128 {
+        return pairwise_sum_leaf(x);
+    }
+    let mut n2 = n / 2;
+    n2 -= n2 % 8;
+    if n - n2 <= 128 {
+        // One split (the reference's 256-sample segments): both halves inline.
+        pairwise_sum_leaf(&x[..n2]) + pairwise_sum_leaf(&x[n2..])
+    } else {
+        pairwise_sum_deep(&x[..n2]) + pairwise_sum_deep(&x[n2..])
+    }
+}
+
+/// The recursive case of [`pairwise_sum`], out of line.
+fn pairwise_sum_deep<T: Copy + Into<f64>>(x: &[T]) -> f64 {
+    pairwise_sum(x)
+}
+
+/// A leaf of numpy's pairwise summation (at most 128 values).
+#[inline(always)]
+fn pairwise_sum_leaf<T: Copy + Into<f64>>(x: &[T]) -> f64 {
+    let n = x.len();
     if n < 8 {
         let mut res = 0.0;
-        for i in start..start + n {
-            res += get(i);
+        for &v in x {
+            res += v.into();
         }
-        res
-    } else if n <= 128 {
-        let mut r = [0.0f64; 8];
-        for (j, rj) in r.iter_mut().enumerate() {
-            *rj = get(start + j);
-        }
-        let full = n - n % 8;
-        let mut i = 8;
-        while i < full {
-            for (j, rj) in r.iter_mut().enumerate() {
-                *rj += get(start + i + j);
-            }
-            i += 8;
-        }
-        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for k in full..n {
-            res += get(start + k);
-        }
-        res
-    } else {
-        let mut n2 = n / 2;
-        n2 -= n2 % 8;
-        pairwise_scalar(start, n2, get) + pairwise_scalar(start + n2, n - n2, get)
+        return res;
     }
+    let mut r = [0.0f64; 8];
+    for (rj, &v) in r.iter_mut().zip(x) {
+        *rj = v.into();
+    }
+    let full = n - n % 8;
+    for chunk in x[8..full].chunks_exact(8) {
+        for (rj, &v) in r.iter_mut().zip(chunk) {
+            *rj += v.into();
+        }
+    }
+    let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for &v in &x[full..] {
+        res += v.into();
+    }
+    res
 }
 
 /// Sum of a slice in numpy's order.
 #[cfg(test)]
 fn np_sum(x: &[f64]) -> f64 {
-    pairwise_scalar(0, x.len(), &|i| x[i])
+    pairwise_sum(x)
 }
 
-/// numpy's pairwise summation over frames of `g(frame, bin)`, one independent sum per bin,
-/// written to `out` (length `nb`). Frames `[start, start + n)` of a frame-major buffer.
-fn pairwise_rows<G>(data: &[f64], nb: usize, start: usize, n: usize, g: &G, out: &mut [f64])
-where
-    G: Fn(f64, usize) -> f64 + Sync,
-{
-    if n < 8 {
-        out.iter_mut().for_each(|o| *o = 0.0);
-        for k in start..start + n {
-            let row = &data[k * nb..(k + 1) * nb];
-            for (b, (o, &v)) in out.iter_mut().zip(row).enumerate() {
-                *o += g(v, b);
-            }
-        }
-    } else if n <= 128 {
-        let mut r = vec![0.0f64; 8 * nb];
-        for j in 0..8 {
-            let row = &data[(start + j) * nb..(start + j + 1) * nb];
-            for (b, (o, &v)) in r[j * nb..(j + 1) * nb].iter_mut().zip(row).enumerate() {
-                *o = g(v, b);
-            }
-        }
-        let full = n - n % 8;
-        let mut i = 8;
-        while i < full {
-            for j in 0..8 {
-                let k = start + i + j;
-                let row = &data[k * nb..(k + 1) * nb];
-                for (b, (o, &v)) in r[j * nb..(j + 1) * nb].iter_mut().zip(row).enumerate() {
-                    *o += g(v, b);
-                }
-            }
-            i += 8;
-        }
-        for (b, o) in out.iter_mut().enumerate() {
-            let q = |j: usize| r[j * nb + b];
-            *o = ((q(0) + q(1)) + (q(2) + q(3))) + ((q(4) + q(5)) + (q(6) + q(7)));
-        }
-        for k in start + full..start + n {
-            let row = &data[k * nb..(k + 1) * nb];
-            for (b, (o, &v)) in out.iter_mut().zip(row).enumerate() {
-                *o += g(v, b);
-            }
+/// `acc[b] (+)= row[b]` (or `(row[b] - mean[b])^2` when `DEV`) over one frame; `INIT`
+/// overwrites instead of adding.
+#[inline(always)]
+fn accumulate<const DEV: bool, const INIT: bool>(acc: &mut [f64], row: &[f64], mean: &[f64]) {
+    if DEV {
+        for ((a, &v), &m) in acc.iter_mut().zip(row).zip(mean) {
+            let d = v - m;
+            *a = if INIT { d * d } else { *a + d * d };
         }
     } else {
-        let mut n2 = n / 2;
-        n2 -= n2 % 8;
-        let mut right = vec![0.0f64; nb];
-        if n >= 8 * FRAMES_PER_TASK {
-            rayon::join(
-                || pairwise_rows(data, nb, start, n2, g, out),
-                || pairwise_rows(data, nb, start + n2, n - n2, g, &mut right),
-            );
-        } else {
-            pairwise_rows(data, nb, start, n2, g, out);
-            pairwise_rows(data, nb, start + n2, n - n2, g, &mut right);
-        }
-        for (o, r) in out.iter_mut().zip(&right) {
-            *o += *r;
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a = if INIT { v } else { *a + v };
         }
     }
 }
 
+/// numpy's pairwise summation over frames of each value (or its squared deviation
+/// from `mean` when `DEV`), one independent sum per bin, written to `out` (length `nb`).
+/// Frames `[start, start + n)` of a frame-major buffer. Monomorphised per mode so the
+/// 129-wide inner loops vectorise.
+fn pairwise_rows<const DEV: bool>(
+    data: &[f64],
+    nb: usize,
+    start: usize,
+    n: usize,
+    mean: &[f64],
+    out: &mut [f64],
+) {
+    if n <= 128 {
+        if DEV {
+            pairwise_leaf_dev(data, nb, start, n, mean, out);
+        } else {
+            pairwise_leaf_sum(data, nb, start, n, mean, out);
+        }
+        return;
+    }
+    let mut n2 = n / 2;
+    n2 -= n2 % 8;
+    let mut right = vec![0.0f64; nb];
+    if n >= 8 * FRAMES_PER_TASK {
+        rayon::join(
+            || pairwise_rows::<DEV>(data, nb, start, n2, mean, out),
+            || pairwise_rows::<DEV>(data, nb, start + n2, n - n2, mean, &mut right),
+        );
+    } else {
+        pairwise_rows::<DEV>(data, nb, start, n2, mean, out);
+        pairwise_rows::<DEV>(data, nb, start + n2, n - n2, mean, &mut right);
+    }
+    for (o, r) in out.iter_mut().zip(&right) {
+        *o += *r;
+    }
+}
+
+/// The leaves (at most 128 frames) of [`pairwise_rows`]: plain sums below 8 frames, else 8
+/// interleaved accumulators combined as numpy does.
+#[inline(always)]
+fn pairwise_leaf<const DEV: bool>(
+    data: &[f64],
+    nb: usize,
+    start: usize,
+    n: usize,
+    mean: &[f64],
+    out: &mut [f64],
+) {
+    let row = |k: usize| &data[k * nb..(k + 1) * nb];
+    if n < 8 {
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for k in start..start + n {
+            accumulate::<DEV, false>(out, row(k), mean);
+        }
+        return;
+    }
+    let mut r = vec![0.0f64; 8 * nb];
+    for (j, acc) in r.chunks_exact_mut(nb).enumerate() {
+        accumulate::<DEV, true>(acc, row(start + j), mean);
+    }
+    let full = n - n % 8;
+    let mut i = 8;
+    while i < full {
+        for (j, acc) in r.chunks_exact_mut(nb).enumerate() {
+            accumulate::<DEV, false>(acc, row(start + i + j), mean);
+        }
+        i += 8;
+    }
+    for (b, o) in out.iter_mut().enumerate() {
+        let q = |j: usize| r[j * nb + b];
+        *o = ((q(0) + q(1)) + (q(2) + q(3))) + ((q(4) + q(5)) + (q(6) + q(7)));
+    }
+    for k in start + full..start + n {
+        accumulate::<DEV, false>(out, row(k), mean);
+    }
+}
+
+#[inline(always)]
+fn pairwise_leaf_sum_body(d: &[f64], nb: usize, s: usize, n: usize, m: &[f64], o: &mut [f64]) {
+    pairwise_leaf::<false>(d, nb, s, n, m, o);
+}
+
+#[inline(always)]
+fn pairwise_leaf_dev_body(d: &[f64], nb: usize, s: usize, n: usize, m: &[f64], o: &mut [f64]) {
+    pairwise_leaf::<true>(d, nb, s, n, m, o);
+}
+
+multiversion!(
+    /// Sums of a leaf, vectorised for the CPU.
+    fn pairwise_leaf_sum(d: &[f64], nb: usize, s: usize, n: usize, m: &[f64], o: &mut [f64])
+        => pairwise_leaf_sum_body
+);
+
+multiversion!(
+    /// Sums of squared deviations of a leaf, vectorised for the CPU.
+    fn pairwise_leaf_dev(d: &[f64], nb: usize, s: usize, n: usize, m: &[f64], o: &mut [f64])
+        => pairwise_leaf_dev_body
+);
+
 /// A planned scipy-default PSD spectrogram followed by `log10(S + offset)`.
+///
+/// Frames are transformed two at a time: one complex FFT of `a + i b` gives both real spectra
+/// (`A[k] = (Z[k] + conj Z[N-k]) / 2`, `B[k] = (Z[k] - conj Z[N-k]) / 2i`), which halves the
+/// transforms and replaces the real-FFT post-processing by a few adds per bin.
 pub(crate) struct LogPsd {
     nperseg: usize,
     hop: usize,
@@ -164,14 +240,17 @@ pub(crate) struct LogPsd {
     window: Vec<f64>,
     scale: f64,
     log_offset: f64,
-    fft: Arc<dyn RealToComplex<f64>>,
+    fft: Arc<dyn Fft<f64>>,
 }
 
-/// Per-thread buffers of [`LogPsd::frame`].
+/// Per-thread buffers of [`LogPsd::pair_power`].
 pub(crate) struct FrameScratch {
-    buf: Vec<f64>,
-    spec: Vec<Complex<f64>>,
+    buf: Vec<Complex<f64>>,
     fft: Vec<Complex<f64>>,
+    /// Zeros standing in for the partner of an odd last frame.
+    zeros: Vec<f32>,
+    /// Where that missing partner's spectrum goes.
+    spare: Vec<f64>,
 }
 
 impl LogPsd {
@@ -187,9 +266,10 @@ impl LogPsd {
             )));
         }
         let window = tukey_periodic(nperseg, 0.25);
-        let energy = pairwise_scalar(0, nperseg, &|i| window[i] * window[i]);
+        let squares: Vec<f64> = window.iter().map(|w| w * w).collect();
+        let energy = pairwise_sum(&squares);
         let scale = 1.0 / (fs * energy);
-        let fft = RealFftPlanner::<f64>::new().plan_fft_forward(nperseg);
+        let fft = FftPlanner::<f64>::new().plan_fft_forward(nperseg);
         Ok(Self {
             nperseg,
             hop: nperseg - noverlap,
@@ -208,31 +288,55 @@ impl LogPsd {
     /// Fresh buffers for one thread.
     pub(crate) fn scratch(&self) -> FrameScratch {
         FrameScratch {
-            buf: self.fft.make_input_vec(),
-            spec: self.fft.make_output_vec(),
-            fft: self.fft.make_scratch_vec(),
+            buf: vec![Complex::new(0.0, 0.0); self.nperseg],
+            fft: vec![Complex::new(0.0, 0.0); self.fft.get_inplace_scratch_len()],
+            zeros: vec![0.0; self.nperseg],
+            spare: vec![0.0; self.n_bins],
         }
     }
 
-    /// One segment (`nperseg` samples) to `n_bins` log-PSD values.
-    pub(crate) fn frame(&self, seg: &[f32], out: &mut [f64], s: &mut FrameScratch) {
-        debug_assert_eq!(seg.len(), self.nperseg);
-        let mean = pairwise_scalar(0, seg.len(), &|i| f64::from(seg[i])) / self.nperseg as f64;
-        for ((b, &x), &w) in s.buf.iter_mut().zip(seg).zip(&self.window) {
-            *b = w * (f64::from(x) - mean);
+    /// Two segments (`nperseg` samples each) to `n_bins` values of `PSD + log_offset` each
+    /// (the caller takes the logarithms of many frames at once, vectorised).
+    #[inline(always)]
+    fn pair_power(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        out_a: &mut [f64],
+        out_b: &mut [f64],
+        s: &mut FrameScratch,
+    ) {
+        debug_assert!(a.len() == self.nperseg && b.len() == self.nperseg);
+        let n = self.nperseg;
+        // scipy's detrend='constant': the segment mean, summed as numpy does.
+        let mean_a = pairwise_sum(a) / n as f64;
+        let mean_b = pairwise_sum(b) / n as f64;
+        for (((z, &xa), &xb), &w) in s.buf.iter_mut().zip(a).zip(b).zip(&self.window) {
+            *z = Complex::new(w * (f64::from(xa) - mean_a), w * (f64::from(xb) - mean_b));
         }
-        // Lengths come from the plan itself, so the transform cannot fail.
-        let _ = self
-            .fft
-            .process_with_scratch(&mut s.buf, &mut s.spec, &mut s.fft);
-        let last = self.n_bins - 1;
-        let even = self.nperseg % 2 == 0;
-        for (k, (o, c)) in out.iter_mut().zip(&s.spec).enumerate() {
-            let mut p = (c.re * c.re + c.im * c.im) * self.scale;
-            if k != 0 && !(even && k == last) {
-                p *= 2.0;
-            }
-            *o = (p + self.log_offset).log10();
+        self.fft.process_with_scratch(&mut s.buf, &mut s.fft);
+        // |A[k]|^2 = ((Re Z[k] + Re Z[N-k])^2 + (Im Z[k] - Im Z[N-k])^2) / 4, B likewise;
+        // one-sided density: every bin but DC (and Nyquist for even N) doubled.
+        let offset = self.log_offset;
+        let bin = |z: Complex<f64>, c: Complex<f64>, factor: f64| {
+            let (re_sum, re_diff) = (z.re + c.re, z.re - c.re);
+            let (im_sum, im_diff) = (z.im + c.im, z.im - c.im);
+            let va = (re_sum * re_sum + im_diff * im_diff) * factor;
+            let vb = (re_diff * re_diff + im_sum * im_sum) * factor;
+            (va + offset, vb + offset)
+        };
+        let quarter = 0.25 * self.scale;
+        let z = &s.buf;
+        (out_a[0], out_b[0]) = bin(z[0], z[0], quarter);
+        // Bins 1..upper are doubled; their partners N-1, N-2, ... run backwards.
+        let upper = if n % 2 == 0 { n / 2 } else { self.n_bins };
+        let partners = z[n + 1 - upper..].iter().rev();
+        let outs = out_a[1..upper].iter_mut().zip(&mut out_b[1..upper]);
+        for ((&zk, &ck), (pa, pb)) in z[1..upper].iter().zip(partners).zip(outs) {
+            (*pa, *pb) = bin(zk, ck, 2.0 * quarter);
+        }
+        if n % 2 == 0 {
+            (out_a[upper], out_b[upper]) = bin(z[upper], z[upper], quarter);
         }
     }
 
@@ -245,35 +349,62 @@ impl LogPsd {
             .for_each_init(
                 || self.scratch(),
                 |s, (task, block)| {
-                    for (j, row) in block.chunks_exact_mut(nb).enumerate() {
-                        let k = first + task * FRAMES_PER_TASK + j;
-                        let start = k * self.hop;
-                        self.frame(&samples[start..start + self.nperseg], row, s);
-                    }
+                    log_psd_block(self, samples, first + task * FRAMES_PER_TASK, block, s);
                 },
             );
     }
 }
+
+/// Log-PSD of the frames starting at `first`, one `n_bins` row of `block` each.
+#[inline(always)]
+fn log_psd_block_body(
+    psd: &LogPsd,
+    samples: &[f32],
+    first: usize,
+    block: &mut [f64],
+    s: &mut FrameScratch,
+) {
+    let (nb, n, hop) = (psd.n_bins, psd.nperseg, psd.hop);
+    let seg = |k: usize| &samples[k * hop..k * hop + n];
+    let mut pairs = block.chunks_exact_mut(2 * nb);
+    let mut k = first;
+    for pair in &mut pairs {
+        let (ra, rb) = pair.split_at_mut(nb);
+        psd.pair_power(seg(k), seg(k + 1), ra, rb, s);
+        k += 2;
+    }
+    let odd = pairs.into_remainder();
+    if !odd.is_empty() {
+        let mut zeros = std::mem::take(&mut s.zeros);
+        let mut spare = std::mem::take(&mut s.spare);
+        psd.pair_power(seg(k), &zeros, odd, &mut spare, s);
+        zeros.fill(0.0);
+        s.zeros = zeros;
+        s.spare = spare;
+    }
+    log10_in_place_inline(block);
+}
+
+multiversion!(
+    /// [`log_psd_block_body`] vectorised for the CPU (the FFT dispatches on its own).
+    fn log_psd_block(
+        psd: &LogPsd,
+        samples: &[f32],
+        first: usize,
+        block: &mut [f64],
+        s: &mut FrameScratch,
+    ) => log_psd_block_body
+);
 
 /// Per-bin mean and `std + z_eps` over all frames of a frame-major log-spectrogram, rounded as
 /// numpy's `L.mean(axis=1)` and `L.std(axis=1) + z_eps` on the bin-major array.
 pub(crate) fn zscore_stats(l: &[f64], nb: usize, z_eps: f64) -> (Vec<f64>, Vec<f64>) {
     let n = l.len() / nb;
     let mut sum = vec![0.0; nb];
-    pairwise_rows(l, nb, 0, n, &|v, _| v, &mut sum);
+    pairwise_rows::<false>(l, nb, 0, n, &[], &mut sum);
     let mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
     let mut ss = vec![0.0; nb];
-    pairwise_rows(
-        l,
-        nb,
-        0,
-        n,
-        &|v, b| {
-            let d = v - mean[b];
-            d * d
-        },
-        &mut ss,
-    );
+    pairwise_rows::<true>(l, nb, 0, n, &mean, &mut ss);
     let denom: Vec<f64> = ss.iter().map(|s| (s / n as f64).sqrt() + z_eps).collect();
     (mean, denom)
 }
@@ -287,18 +418,60 @@ pub(crate) fn curve_from_stats(l: &[f64], nb: usize, mean: &[f64], denom: &[f64]
         .par_chunks_mut(FRAMES_PER_TASK)
         .enumerate()
         .for_each(|(task, c)| {
-            for (j, ck) in c.iter_mut().enumerate() {
-                let k = task * FRAMES_PER_TASK + j;
-                let row = &l[k * nb..(k + 1) * nb];
-                let mut acc = 0.0;
-                for ((&v, &m), &d) in row.iter().zip(mean).zip(denom) {
-                    acc += (v - m) / d;
-                }
-                *ck = acc / nb as f64;
-            }
+            let k0 = task * FRAMES_PER_TASK;
+            curve_block(&l[k0 * nb..(k0 + c.len()) * nb], nb, mean, denom, c);
         });
     curve
 }
+
+/// Frames whose curve values are accumulated side by side: each sum still runs over the bins
+/// in order (numpy's rounding), but eight independent sums hide the latency of the adds, and
+/// the z-scores of a frame are computed as one contiguous vector loop.
+const CURVE_LANES: usize = 8;
+
+/// Curve values of the frames in `rows` (frame-major, `nb` per frame) into `out`.
+#[inline(always)]
+fn curve_block_body(rows: &[f64], nb: usize, mean: &[f64], denom: &[f64], out: &mut [f64]) {
+    let inv_n = nb as f64;
+    let zscores = |row: &[f64], z: &mut [f64]| {
+        for (((t, &v), &m), &d) in z.iter_mut().zip(row).zip(mean).zip(denom) {
+            *t = (v - m) / d;
+        }
+    };
+    let mut z = vec![0.0f64; CURVE_LANES * nb];
+    let lanes = rows.chunks_exact(CURVE_LANES * nb);
+    let tail = lanes.remainder();
+    let mut outs = out.chunks_exact_mut(CURVE_LANES);
+    for (group, o) in lanes.zip(&mut outs) {
+        for (row, zj) in group.chunks_exact(nb).zip(z.chunks_exact_mut(nb)) {
+            zscores(row, zj);
+        }
+        let mut acc = [0.0f64; CURVE_LANES];
+        for b in 0..nb {
+            for (j, a) in acc.iter_mut().enumerate() {
+                *a += z[j * nb + b];
+            }
+        }
+        for (o, a) in o.iter_mut().zip(acc) {
+            *o = a / inv_n;
+        }
+    }
+    for (row, o) in tail.chunks_exact(nb).zip(outs.into_remainder()) {
+        let zj = &mut z[..nb];
+        zscores(row, zj);
+        let mut acc = 0.0;
+        for &v in zj.iter() {
+            acc += v;
+        }
+        *o = acc / inv_n;
+    }
+}
+
+multiversion!(
+    /// [`curve_block_body`] vectorised for the CPU.
+    fn curve_block(rows: &[f64], nb: usize, mean: &[f64], denom: &[f64], out: &mut [f64])
+        => curve_block_body
+);
 
 /// The full reference curve from a frame-major log-spectrogram.
 pub(crate) fn zscore_curve(l: &[f64], nb: usize, z_eps: f64) -> Vec<f64> {
@@ -322,7 +495,7 @@ mod tests {
             assert_eq!(np_sum(&x), plain, "n = {n}");
             let mut out = vec![0.0; 3];
             let rows: Vec<f64> = x.iter().flat_map(|&v| [v, 2.0 * v, -v]).collect();
-            pairwise_rows(&rows, 3, 0, n, &|v, _| v, &mut out);
+            pairwise_rows::<false>(&rows, 3, 0, n, &[], &mut out);
             assert_eq!(out, vec![plain, 2.0 * plain, -plain]);
         }
     }

@@ -98,7 +98,27 @@ impl Framer {
         if self.pending.len() < self.nperseg {
             return Ok(0);
         }
+        // Frames are transformed in pairs (2m, 2m + 1) whatever the chunking (the PSD shares
+        // one FFT per pair, and the pairing changes the last bits), so an odd frame waits for
+        // its partner or for `flush`.
+        let n_new = ((self.pending.len() - self.nperseg) / self.hop + 1) & !1;
+        if n_new == 0 {
+            return Ok(0);
+        }
+        self.emit(n_new, out)
+    }
+
+    /// Transforms the frame still waiting for a partner, at the end of the stream.
+    fn flush(&mut self, out: &mut Vec<f64>) -> Result<usize> {
+        if self.pending.len() < self.nperseg {
+            return Ok(0);
+        }
         let n_new = (self.pending.len() - self.nperseg) / self.hop + 1;
+        self.emit(n_new, out)
+    }
+
+    /// Appends the rows of the next `n_new` frames of `pending` to `out`.
+    fn emit(&mut self, n_new: usize, out: &mut Vec<f64>) -> Result<usize> {
         let start = out.len();
         out.resize(start + n_new * self.nb, 0.0);
         self.features
@@ -160,7 +180,8 @@ impl StreamingDetector {
     }
 
     /// Ends the stream: curve, peaks and valid moments of everything pushed.
-    pub fn finish(self) -> Result<MoiAnalysis> {
+    pub fn finish(mut self) -> Result<MoiAnalysis> {
+        self.framer.flush(&mut self.log_spec)?;
         let n = self.framer.n_samples;
         let d = n as f64 / f64::from(self.sample_rate);
         let (curve, times) = if n == 0 {
@@ -613,6 +634,11 @@ impl WindowedDetector {
     /// Ends the stream; returns the remaining moments.
     pub fn finish(mut self) -> Result<Vec<Moment>> {
         let mut out = Vec::new();
+        let mut last = std::mem::take(&mut self.scratch);
+        last.clear();
+        if self.framer.flush(&mut last)? > 0 {
+            self.rows.extend(last.iter().copied());
+        }
         if self.framer.n_frames == 0 {
             return Ok(out);
         }
