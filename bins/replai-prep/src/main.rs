@@ -133,6 +133,8 @@ fn validate(args: &ValidateArgs) -> Result<ExitCode> {
 }
 
 fn main() -> Result<ExitCode> {
+    // Per-sample decoding frees and reallocates megabytes; keep them (see av_audio::mem).
+    av_audio::mem::keep_freed_memory();
     let cli = Cli::parse();
     match &cli.command {
         Command::Validate(a) => validate(a),

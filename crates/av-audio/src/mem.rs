@@ -1,4 +1,5 @@
-//! Large zero-initialised buffers backed by transparent huge pages where the OS offers them.
+//! Memory habits for big, short-lived buffers: zeroed buffers backed by transparent huge pages
+//! where the OS offers them, and keeping freed buffers for reuse in long-running binaries.
 //!
 //! Hours of audio mean buffers of hundreds of megabytes that are written exactly once. With
 //! 4 KiB pages, the first write to each page is a page fault: for a 10-minute recording that is
@@ -22,6 +23,41 @@ pub fn zeroed_f64(n: usize) -> Vec<f64> {
     let v = vec![0.0f64; n];
     advise_huge_pages(&v);
     v
+}
+
+/// Keeps freed buffers in the process heap instead of handing them back to the kernel.
+///
+/// A training loader decodes a fresh video per sample: decoder frame pools, RGB frames and
+/// clip tensors of a few hundred kilobytes to a few megabytes each, freed again a moment later.
+/// glibc returns such blocks to the kernel (`munmap`, heap trimming), and the next sample pays
+/// a page fault plus a zero-fill for every 4 KiB it touches again: a fifth of the RepLAI
+/// sample time on MP4 sources (docs/performance/video.md). Raising the mmap and trim
+/// thresholds keeps them for reuse. Process-wide, so binaries call it once at start-up
+/// (libraries never do); the resident set then stays at its high-water mark. Setting
+/// `REPLAI_RETURN_MEMORY=1` in the environment skips it. Returns whether it took effect
+/// (glibc on Linux only).
+pub fn keep_freed_memory() -> bool {
+    if std::env::var_os("REPLAI_RETURN_MEMORY").is_some_and(|v| v != "0") {
+        return false;
+    }
+    keep_freed_memory_impl()
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory_impl() -> bool {
+    // 32 MiB is glibc's largest accepted mmap threshold on 64-bit targets.
+    const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+    const TRIM_THRESHOLD: libc::c_int = 1 << 30;
+    // SAFETY: mallopt only changes allocator tuning parameters; it is safe to call at any time.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory_impl() -> bool {
+    false
 }
 
 /// Advises the kernel to back the 2 MiB-aligned interior of `buf` with huge pages.

@@ -123,6 +123,9 @@ fn bench_source(c: &mut Criterion, name: &str, path: &Path) {
 }
 
 fn benches(c: &mut Criterion) {
+    // As the training binaries do (`REPLAI_RETURN_MEMORY=1` measures without it).
+    let kept = av_audio::mem::keep_freed_memory();
+    eprintln!("freed memory kept for reuse: {kept}");
     let dir = bench_dir();
     std::fs::create_dir_all(&dir).expect("bench dir");
     let gop30 = dir.join("gop30.mp4");

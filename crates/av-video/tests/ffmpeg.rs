@@ -87,6 +87,42 @@ fn read_at_converts_30_to_16_fps() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Skipping the non-reference frames nobody asked for must not change a single byte.
+#[test]
+fn skipping_non_reference_frames_changes_nothing() -> anyhow::Result<()> {
+    for (file, n, fps) in [
+        ("idx30_gop30_44k.mp4", 120usize, 30.0),
+        ("idx16_gop250_48k.mp4", 96, 16.0),
+    ] {
+        let mut fast = FfmpegSource::open(media(file))?;
+        let mut full = FfmpegSource::open(media(file))?;
+        full.set_skip_non_reference(false);
+        let d = n as f64 / fps;
+        let mut requests: Vec<Vec<f64>> = Vec::new();
+        // The sampler's 16 fps grids at many offsets, both clips of a sample at once.
+        for k in 0..23 {
+            let t = 0.6 + (d - 1.2) * k as f64 / 22.0;
+            let mut times = grid_times(t - 0.6, t - 0.1, 16.0);
+            times.extend(grid_times(t + 0.1, t + 0.6, 16.0));
+            requests.push(times);
+        }
+        // Sparse, dense and repeated times, and the ends of the file.
+        requests.push(vec![0.0, 0.01, 1.0, 1.0, 2.2, d - 0.01]);
+        requests.push((0..n).map(|i| i as f64 / fps).collect());
+        requests.push(vec![d - 0.05]);
+        for times in &requests {
+            let a = fast.read_frames_at(times)?;
+            let b = full.read_frames_at(times)?;
+            assert_eq!(a.len(), b.len(), "{file}: {times:?}");
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x.pts_s, y.pts_s, "{file}: {times:?}");
+                assert!(x.image == y.image, "{file}: frame at {} differs", x.pts_s);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The first click of each file must land where it was synthesised, within one AAC frame
 /// (1024 samples) and in practice within a few milliseconds.
 fn check_alignment(file: &str, click_s: f64) -> anyhow::Result<()> {

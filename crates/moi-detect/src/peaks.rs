@@ -617,7 +617,11 @@ mod tests {
                 for wlen in [None, Some(2), Some(11), Some(400), Some(10 * n)] {
                     let fast = peak_prominences(&x, peaks, wlen);
                     for (&p, got) in peaks.iter().zip(&fast) {
-                        assert_eq!(*got, peak_prominence(&x, p, wlen), "peak {p}, wlen {wlen:?}");
+                        assert_eq!(
+                            *got,
+                            peak_prominence(&x, p, wlen),
+                            "peak {p}, wlen {wlen:?}"
+                        );
                     }
                 }
             }
