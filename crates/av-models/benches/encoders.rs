@@ -123,6 +123,9 @@ fn reset_peak_rss() {
 }
 
 fn oneshot() -> candle_core::Result<()> {
+    // The training binaries keep freed buffers for reuse (see av_audio::mem); measure the same
+    // allocator policy they run with.
+    av_audio::mem::keep_freed_memory();
     // AV_MODELS_CONV_IMPL=candle selects candle's conv2d (conv_transpose2d backward).
     if std::env::var("AV_MODELS_CONV_IMPL").is_ok_and(|v| v == "candle") {
         av_models::layers::set_conv_impl(av_models::layers::ConvImpl::Candle);
@@ -133,8 +136,19 @@ fn oneshot() -> candle_core::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     println!("case\tpass\tseconds (best of {reps})\tGFLOP\tGFLOP/s\tpeak RSS MB");
+    // AV_MODELS_BENCH_CASE=video|audio and AV_MODELS_BENCH_PASS=fwd|fwd+bwd narrow the run
+    // (for profiling one case).
+    let only_case = std::env::var("AV_MODELS_BENCH_CASE").ok();
+    let only_pass = std::env::var("AV_MODELS_BENCH_PASS").ok();
     for case in cases()? {
+        if only_case.as_deref().is_some_and(|c| c != case.name) {
+            continue;
+        }
         for backward in [false, true] {
+            let pass = if backward { "fwd+bwd" } else { "fwd" };
+            if only_pass.as_deref().is_some_and(|p| p != pass) {
+                continue;
+            }
             reset_peak_rss();
             (case.run)(backward)?; // warm-up
             let mut best = f64::INFINITY;
@@ -151,7 +165,7 @@ fn oneshot() -> candle_core::Result<()> {
             println!(
                 "{}\t{}\t{best:.3}\t{:.1}\t{:.1}\t{:.0}",
                 case.name,
-                if backward { "fwd+bwd" } else { "fwd" },
+                pass,
                 flops / 1e9,
                 flops / 1e9 / best,
                 peak_rss_mb().unwrap_or(f64::NAN)

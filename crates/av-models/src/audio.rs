@@ -1,10 +1,11 @@
 //! AVID's 9-convolution 2-D audio CNN (`avid_spec_cnn_9`, AVID `Conv2D(depth=10)`).
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::bad_input;
+use crate::layers::fused_chain::{conv_bn_chain, Shortcut};
 use crate::layers::{batch_norm, conv2d, global_max_pool, BatchNorm, Conv2d};
 use crate::video::scale;
 
@@ -55,8 +56,18 @@ impl Block2d {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
-        self.bn2.forward_t(&self.conv2.forward(&y)?, train)?.relu()
+        let (c1, c2) = (self.conv1.as_conv3d()?, self.conv2.as_conv3d()?);
+        let units = [(&c1, &self.bn1, true), (&c2, &self.bn2, true)];
+        if let Some(y) = conv_bn_chain(x, &units, Shortcut::None, train)? {
+            return Ok(y);
+        }
+        let y = self
+            .bn1
+            .forward_t_cm(&self.conv1.forward_cm(x)?, train)?
+            .relu()?;
+        self.bn2
+            .forward_t_cm(&self.conv2.forward_cm(&y)?, train)?
+            .relu()
     }
 }
 
@@ -104,8 +115,17 @@ impl AudioCnn {
 
     /// Stage outputs named as in AV-SSRL's `return_embs`: `conv1`, `block1`..`block4`.
     pub fn forward_stages(&self, x: &Tensor, train: bool) -> Result<Vec<(String, Tensor)>> {
-        match x.dims4() {
-            Ok((_, c, _, _)) if c == self.cfg.in_channels => {}
+        self.run(x, train, true)?
+            .into_iter()
+            .map(|(name, t)| Ok((name, from_channel_major_2d(&t)?)))
+            .collect()
+    }
+
+    /// Runs the network on (B, C, T, F) and returns channel-major (C, B, 1, T', F') maps:
+    /// every named stage with `all_stages`, else only the last one.
+    fn run(&self, x: &Tensor, train: bool, all_stages: bool) -> Result<Vec<(String, Tensor)>> {
+        let (b, c, t, f) = match x.dims4() {
+            Ok(d) if d.1 == self.cfg.in_channels => d,
             _ => {
                 return Err(bad_input(
                     "audio input",
@@ -116,29 +136,52 @@ impl AudioCnn {
                     ),
                 ))
             }
-        }
+        };
+        // Channel-major with a unit time-of-clip axis, so the 3-D channel-major convolution
+        // serves the 2-D network too.
+        let x = x.transpose(0, 1)?.contiguous()?.reshape((c, b, 1, t, f))?;
         let mut out = Vec::with_capacity(5);
-        let mut y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
-        out.push(("conv1".to_string(), y.clone()));
+        let c1 = self.conv1.as_conv3d()?;
+        let mut y = match conv_bn_chain(&x, &[(&c1, &self.bn1, true)], Shortcut::None, train)? {
+            Some(y) => y,
+            None => self.bn1.forward_t_cm(&c1.forward_cm(&x)?, train)?.relu()?,
+        };
+        if all_stages {
+            out.push(("conv1".to_string(), y.clone()));
+        }
         for (i, b) in self.blocks.iter().enumerate() {
             y = b.forward_t(&y, train)?;
-            out.push((format!("block{}", i + 1), y.clone()));
+            if all_stages || i + 1 == self.blocks.len() {
+                out.push((format!("block{}", i + 1), y.clone()));
+            }
         }
         Ok(out)
     }
 
-    /// The un-pooled `block4` map (B, 512, T', F') that RepLAI's backbone returns.
-    pub fn feature_map(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut stages = self.forward_stages(x, train)?;
-        match stages.pop() {
+    /// The last map, channel-major (C, B, 1, T', F').
+    fn feature_map_cm(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self.run(x, train, false)?.pop() {
             Some((_, t)) => Ok(t),
             None => Err(bad_input("audio input", "network has no stages")),
         }
     }
+
+    /// The un-pooled `block4` map (B, 512, T', F') that RepLAI's backbone returns.
+    pub fn feature_map(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        from_channel_major_2d(&self.feature_map_cm(x, train)?)
+    }
+}
+
+/// (C, B, 1, H, W) -> (B, C, H, W), contiguous.
+fn from_channel_major_2d(x: &Tensor) -> Result<Tensor> {
+    x.squeeze(2)?.transpose(0, 1)?.contiguous()
 }
 
 impl ModuleT for AudioCnn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        global_max_pool(&self.feature_map(x, train)?)
+        // (C, B, 1, T', F') -> (C, B) -> (B, C).
+        global_max_pool(&self.feature_map_cm(x, train)?)?
+            .t()?
+            .contiguous()
     }
 }

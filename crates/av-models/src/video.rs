@@ -6,6 +6,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::bad_input;
+use crate::layers::fused_chain::{conv_bn_chain, Shortcut};
 use crate::layers::{
     batch_norm, conv3d, global_avg_pool, global_max_pool, linear, BatchNorm, Conv3d, Conv3dConfig,
     LinearInit, MaxPool,
@@ -153,24 +154,37 @@ impl AvidBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let shortcut = match &self.res_conv {
+            Some(c) => Shortcut::Conv(c),
+            None => Shortcut::Identity,
+        };
+        let units = [
+            (&self.spt_conv1, &self.spt_bn1, true),
+            (&self.tmp_conv1, &self.tmp_bn1, true),
+            (&self.spt_conv2, &self.spt_bn2, true),
+            (&self.tmp_conv2, &self.out_bn, true),
+        ];
+        if let Some(y) = conv_bn_chain(x, &units, shortcut, train)? {
+            return Ok(y);
+        }
         let y = self
             .spt_bn1
-            .forward_t(&self.spt_conv1.forward(x)?, train)?
+            .forward_t_cm(&self.spt_conv1.forward_cm(x)?, train)?
             .relu()?;
         let y = self
             .tmp_bn1
-            .forward_t(&self.tmp_conv1.forward(&y)?, train)?
+            .forward_t_cm(&self.tmp_conv1.forward_cm(&y)?, train)?
             .relu()?;
         let y = self
             .spt_bn2
-            .forward_t(&self.spt_conv2.forward(&y)?, train)?
+            .forward_t_cm(&self.spt_conv2.forward_cm(&y)?, train)?
             .relu()?;
-        let y = self.tmp_conv2.forward(&y)?;
+        let y = self.tmp_conv2.forward_cm(&y)?;
         let shortcut = match &self.res_conv {
-            Some(c) => c.forward(x)?,
+            Some(c) => c.forward_cm(x)?,
             None => x.clone(),
         };
-        self.out_bn.forward_t(&(y + shortcut)?, train)?.relu()
+        self.out_bn.forward_t_cm(&(y + shortcut)?, train)?.relu()
     }
 }
 
@@ -198,9 +212,9 @@ impl TvConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self
             .mid_bn
-            .forward_t(&self.spatial.forward(x)?, train)?
+            .forward_t_cm(&self.spatial.forward_cm(x)?, train)?
             .relu()?;
-        self.bn.forward_t(&self.temporal.forward(&y)?, train)
+        self.bn.forward_t_cm(&self.temporal.forward_cm(&y)?, train)
     }
 }
 
@@ -241,7 +255,7 @@ impl TvBlock {
         let y = self.conv1.forward_t(x, train)?.relu()?;
         let y = self.conv2.forward_t(&y, train)?;
         let shortcut = match &self.downsample {
-            Some((c, bn)) => bn.forward_t(&c.forward(x)?, train)?,
+            Some((c, bn)) => bn.forward_t_cm(&c.forward_cm(x)?, train)?,
             None => x.clone(),
         };
         (y + shortcut)?.relu()
@@ -406,16 +420,37 @@ impl R2Plus1d {
     /// module names (`stem`, `layer1`..`layer4`); the AVID stem also yields `conv1.0`
     /// (raw stem convolution) and `conv1.2` (after BN + ReLU).
     pub fn forward_stages(&self, x: &Tensor, train: bool) -> Result<Vec<(String, Tensor)>> {
+        self.run(x, train, true)?
+            .into_iter()
+            .map(|(name, t)| Ok((name, from_channel_major(&t)?)))
+            .collect()
+    }
+
+    /// Runs the network on (B, C, T, H, W) and returns channel-major (C, B, ...) maps: every
+    /// named stage with `all_stages`, else only the last map.
+    fn run(&self, x: &Tensor, train: bool, all_stages: bool) -> Result<Vec<(String, Tensor)>> {
         self.check_input(x)?;
+        let x = &x.permute((1, 0, 2, 3, 4))?.contiguous()?;
         let mut out = Vec::with_capacity(7);
+        let mut keep = |name: &str, t: &Tensor| {
+            if all_stages {
+                out.push((name.to_string(), t.clone()));
+            }
+        };
         let mut y = match &self.stem {
+            Stem::Avid { conv, bn, pool } if !all_stages => {
+                match conv_bn_chain(x, &[(conv, bn, true)], Shortcut::None, train)? {
+                    Some(r) => pool.forward(&r)?,
+                    None => pool.forward(&bn.forward_t_cm(&conv.forward_cm(x)?, train)?.relu()?)?,
+                }
+            }
             Stem::Avid { conv, bn, pool } => {
-                let c = conv.forward(x)?;
-                out.push(("conv1.0".to_string(), c.clone()));
-                let r = bn.forward_t(&c, train)?.relu()?;
-                out.push(("conv1.2".to_string(), r.clone()));
+                let c = conv.forward_cm(x)?;
+                keep("conv1.0", &c);
+                let r = bn.forward_t_cm(&c, train)?.relu()?;
+                keep("conv1.2", &r);
                 let p = pool.forward(&r)?;
-                out.push(("conv1".to_string(), p.clone()));
+                keep("conv1", &p);
                 p
             }
             Stem::Tv {
@@ -424,9 +459,9 @@ impl R2Plus1d {
                 temporal,
                 bn2,
             } => {
-                let y = bn1.forward_t(&spatial.forward(x)?, train)?.relu()?;
-                let y = bn2.forward_t(&temporal.forward(&y)?, train)?.relu()?;
-                out.push(("stem".to_string(), y.clone()));
+                let y = bn1.forward_t_cm(&spatial.forward_cm(x)?, train)?.relu()?;
+                let y = bn2.forward_t_cm(&temporal.forward_cm(&y)?, train)?.relu()?;
+                keep("stem", &y);
                 y
             }
         };
@@ -434,28 +469,44 @@ impl R2Plus1d {
             for b in blocks {
                 y = b.forward_t(&y, train)?;
             }
-            out.push((name.clone(), y.clone()));
+            keep(name, &y);
+        }
+        if !all_stages {
+            let last = self.stages.last().map_or("stem", |s| s.0.as_str());
+            out.push((last.to_string(), y));
         }
         Ok(out)
     }
 
-    /// The un-pooled last feature map, (B, 512, T/8, H/32, W/32) at width 1.
-    pub fn feature_map(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut stages = self.forward_stages(x, train)?;
-        match stages.pop() {
+    /// The last map, channel-major (C, B, T', H', W').
+    fn feature_map_cm(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self.run(x, train, false)?.pop() {
             Some((_, t)) => Ok(t),
             None => Err(bad_input("video input", "network has no stages")),
         }
     }
+
+    /// The un-pooled last feature map, (B, 512, T/8, H/32, W/32) at width 1.
+    pub fn feature_map(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        from_channel_major(&self.feature_map_cm(x, train)?)
+    }
+}
+
+/// (C, B, ...) -> (B, C, ...), contiguous.
+pub(crate) fn from_channel_major(x: &Tensor) -> Result<Tensor> {
+    x.transpose(0, 1)?.contiguous()
 }
 
 impl ModuleT for R2Plus1d {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let map = self.feature_map(x, train)?;
+        // Pool the channel-major map directly: (C, B, ...) -> (C, B) -> (B, C).
+        let map = self.feature_map_cm(x, train)?;
         let pooled = match self.cfg.pool {
             GlobalPool::Max => global_max_pool(&map)?,
             GlobalPool::Avg => global_avg_pool(&map)?,
-        };
+        }
+        .t()?
+        .contiguous()?;
         match &self.fc {
             Some(fc) => fc.forward(&pooled),
             None => Ok(pooled),

@@ -9,6 +9,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use super::conv_cm::{conv3d_cm, conv_cm_applies, CmGeometry};
 use super::ops::{conv2d_padded, out_len, pad_for_window, subsample, unfold};
 use crate::error::bad_input;
 
@@ -103,6 +104,52 @@ impl Conv3d {
     }
 }
 
+impl Conv3d {
+    /// Convolves a channel-major (C, B, T, H, W) tensor into channel-major (O, B, T', H', W').
+    ///
+    /// The encoders keep activations channel-major because on CPU the convolution then needs
+    /// no layout change at all (see [`super::conv_cm`]); elsewhere this permutes around
+    /// [`Module::forward`].
+    pub fn forward_cm(&self, x: &Tensor) -> Result<Tensor> {
+        let (c, _, t, h, w) = x.dims5().map_err(|_| {
+            bad_input(
+                "conv3d input",
+                format!("expected rank 5 (C, B, T, H, W), got shape {:?}", x.dims()),
+            )
+        })?;
+        if !conv_cm_applies(x) {
+            return self
+                .forward(&x.permute((1, 0, 2, 3, 4))?)?
+                .permute((1, 0, 2, 3, 4));
+        }
+        let (_, in_c, kt, kh, kw) = self.weight.dims5()?;
+        if c != in_c {
+            return Err(bad_input(
+                "conv3d input",
+                format!("expected {in_c} channels first, got shape {:?}", x.dims()),
+            ));
+        }
+        let [st, sh, sw] = self.cfg.stride;
+        let [pt, ph, pw] = self.cfg.padding;
+        let (Some(to), Some(ho), Some(wo)) = (
+            out_len(t, kt, st, pt),
+            out_len(h, kh, sh, ph),
+            out_len(w, kw, sw, pw),
+        ) else {
+            return Err(bad_input(
+                "conv3d input",
+                format!("shape {:?} too small for {:?}", x.dims(), self.cfg),
+            ));
+        };
+        let g = CmGeometry {
+            kernel: self.cfg.kernel,
+            stride: self.cfg.stride,
+            pad: self.cfg.padding,
+        };
+        conv3d_cm(x, &self.weight, g, [to, ho, wo])
+    }
+}
+
 impl Module for Conv3d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, t, h, w) = self.check_input(x)?;
@@ -186,6 +233,30 @@ impl Conv2d {
     /// The (out, in, kh, kw) weight.
     pub fn weight(&self) -> &Tensor {
         &self.weight
+    }
+}
+
+impl Conv2d {
+    /// Convolves a channel-major (C, B, 1, H, W) tensor into (O, B, 1, H', W'): the 2-D
+    /// convolution as a (1, kh, kw) 3-D one, so 2-D and 3-D encoders share one fast path.
+    pub fn forward_cm(&self, x: &Tensor) -> Result<Tensor> {
+        self.as_conv3d()?.forward_cm(x)
+    }
+
+    /// The same convolution as a (1, kh, kw) [`Conv3d`] sharing this weight (gradients flow to
+    /// it through a reshape).
+    pub fn as_conv3d(&self) -> Result<Conv3d> {
+        let (o, c, kh, kw) = self.weight.dims4()?;
+        let (s0, s1) = self.stride;
+        let (p0, p1) = self.padding;
+        Conv3d::new(
+            self.weight.reshape((o, c, 1, kh, kw))?,
+            Conv3dConfig {
+                kernel: [1, kh, kw],
+                stride: [1, s0, s1],
+                padding: [0, p0, p1],
+            },
+        )
     }
 }
 

@@ -3,10 +3,16 @@
 
 pub mod bn_fused;
 pub mod conv;
+pub mod conv_cm;
+pub(crate) mod fused_chain;
+mod gemm_dispatch;
+mod max_pool_op;
 pub mod mlp;
 pub mod norm;
 pub mod ops;
 pub mod pool;
+pub mod sgemm;
+mod simd;
 pub mod unfold;
 
 pub use conv::{conv2d, conv3d, Conv2d, Conv3d, Conv3dConfig};

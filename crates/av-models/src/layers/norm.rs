@@ -45,6 +45,21 @@ impl BatchNorm {
         self.weight.elem_count()
     }
 
+    /// The affine weight (gamma).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The affine bias (beta).
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    /// The epsilon added to the variance.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
     /// Current running mean.
     pub fn running_mean(&self) -> &Tensor {
         self.running_mean.as_tensor()
@@ -64,7 +79,12 @@ impl BatchNorm {
 
     /// `running = (1 - momentum) running + momentum batch`, with the unbiased variance of `n`
     /// values per channel; detached, in the running stats' own dtype.
-    fn update_running(&self, batch_mean: &Tensor, batch_var: &Tensor, n: usize) -> Result<()> {
+    pub(crate) fn update_running(
+        &self,
+        batch_mean: &Tensor,
+        batch_var: &Tensor,
+        n: usize,
+    ) -> Result<()> {
         let dt = self.running_mean.dtype();
         let m = self.momentum;
         let mean = batch_mean.to_dtype(dt)?;
@@ -81,19 +101,26 @@ impl BatchNorm {
     }
 }
 
-impl ModuleT for BatchNorm {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+impl BatchNorm {
+    /// [`ModuleT::forward_t`] for a channel-major (C, ...) input, as the encoders keep it.
+    pub fn forward_t_cm(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = self.channels();
-        if x.rank() < 2 || x.dim(1)? != c {
+        if x.rank() < 2 || x.dim(0)? != c {
             return Err(bad_input(
                 "batch-norm input",
-                format!("expected (B, {c}, ...), got shape {:?}", x.dims()),
+                format!(
+                    "expected channel-major ({c}, ...), got shape {:?}",
+                    x.dims()
+                ),
             ));
         }
+        self.forward_3d(x, x.reshape((1, c, ()))?, train)
+    }
+
+    /// Normalises `x3`, the (outer, C, inner) view of `x`, and returns the result in `x`'s shape.
+    fn forward_3d(&self, x: &Tensor, x3: Tensor, train: bool) -> Result<Tensor> {
         let dims = x.dims().to_vec();
-        let b = dims[0];
-        let x3 = x.reshape((b, c, ()))?;
-        let n = b * x3.dim(2)?;
+        let n = x3.dim(0)? * x3.dim(2)?;
         let w = Self::per_channel(&self.weight)?;
         let bias = Self::per_channel(&self.bias)?;
         let y = if train {
@@ -144,5 +171,18 @@ impl ModuleT for BatchNorm {
                 .broadcast_add(&bias)?
         };
         y.reshape(dims)
+    }
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = self.channels();
+        if x.rank() < 2 || x.dim(1)? != c {
+            return Err(bad_input(
+                "batch-norm input",
+                format!("expected (B, {c}, ...), got shape {:?}", x.dims()),
+            ));
+        }
+        self.forward_3d(x, x.reshape((x.dim(0)?, c, ()))?, train)
     }
 }

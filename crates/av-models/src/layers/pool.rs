@@ -2,14 +2,17 @@
 
 use candle_core::{Module, Result, Tensor};
 
-use super::ops::max_window;
+use super::max_pool_op::{max_pool3, Pool3};
+use super::ops::{max_window, out_len};
 use crate::error::bad_input;
 
 /// Windowed max pooling over the trailing `N` dimensions (e.g. N = 3 for MaxPool3d on
 /// (B, C, T, H, W)), padding with -inf like PyTorch, `ceil_mode = False`.
 ///
-/// Built as elementwise maxima of strided views, one axis at a time (max is separable),
-/// because candle's `max_pool2d` backward is wrong (k = s) or missing (k != s).
+/// On CPU (f32/f64, N <= 3) one custom op whose gradient goes to each window's first maximum,
+/// as in PyTorch; elsewhere elementwise maxima of strided views, one axis at a time (max is
+/// separable; tied maxima then share the gradient), because candle's `max_pool2d` backward is
+/// wrong (k = s) or missing (k != s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxPool<const N: usize> {
     /// Window size per pooled axis.
@@ -28,6 +31,42 @@ impl<const N: usize> Module for MaxPool<N> {
                 "max-pool input",
                 format!("expected at least rank {}, got shape {:?}", N + 1, x.dims()),
             ));
+        }
+        if N <= 3 && super::ops::unfold_op_applies(x) && rank >= 4 {
+            // One fused pass on CPU (first-maximum gradient, like PyTorch).
+            let mut g = Pool3 {
+                kernel: [1; 3],
+                stride: [1; 3],
+                pad: [0; 3],
+            };
+            let mut out = [0; 3];
+            #[allow(clippy::needless_range_loop)] // i indexes three parallel arrays and a dim
+            for i in 0..3 {
+                let (k, s, p) = if i + N >= 3 {
+                    let j = i + N - 3;
+                    (self.kernel[j], self.stride[j], self.padding[j])
+                } else {
+                    (1, 1, 0)
+                };
+                if 2 * p > k {
+                    return Err(bad_input(
+                        "max-pool",
+                        format!(
+                            "padding {:?} exceeds half the kernel {:?}",
+                            self.padding, self.kernel
+                        ),
+                    ));
+                }
+                let len = x.dim(rank - 3 + i)?;
+                out[i] = out_len(len, k, s, p).ok_or_else(|| {
+                    bad_input(
+                        "max-pool input",
+                        format!("shape {:?} too small for {self:?}", x.dims()),
+                    )
+                })?;
+                (g.kernel[i], g.stride[i], g.pad[i]) = (k, s, p);
+            }
+            return max_pool3(x, g, out);
         }
         let mut y = x.clone();
         for i in 0..N {

@@ -1,0 +1,899 @@
+//! A chain of conv -> BatchNorm -> ReLU units (with an optional residual) as one autograd node.
+//!
+//! candle's backward pass allocates a zero tensor and adds into it for every edge of the graph,
+//! and its ReLU backward alone makes six passes over the activation. For a ResNet block built
+//! from separate ops that bookkeeping cost more than the convolutions' arithmetic. This op runs a
+//! whole block (AVID's R(2+1)D block, the audio CNN's 2-D block, a stem) forward, keeps the
+//! activations the backward pass needs, and computes every gradient by hand: one graph node
+//! per block. The arithmetic is that of the separate layers (tested against them and against
+//! PyTorch through the encoders' fixture tests).
+//!
+//! Parameters travel as one flat tensor (each unit's conv weight, BN weight, BN bias, then the
+//! residual conv's weight) so that a single custom op can return all their gradients.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::conv_cm::{self, CmGeometry, ConvElem, Sizes};
+use super::simd::dispatch;
+use super::{BatchNorm, Conv3d};
+
+/// One conv (no bias) -> BatchNorm -> optional ReLU unit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UnitSpec {
+    /// Input channels.
+    pub in_c: usize,
+    /// Output channels.
+    pub out_c: usize,
+    /// Convolution geometry.
+    pub geom: CmGeometry,
+    /// Apply ReLU after the BatchNorm.
+    pub relu: bool,
+}
+
+/// What is added to the last unit's convolution output, before its BatchNorm.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Residual {
+    /// Nothing (a plain chain).
+    None,
+    /// The chain's input itself (same shape as the last conv output).
+    Identity,
+    /// A bias-free convolution of the chain's input into the last unit's channels.
+    Conv(CmGeometry),
+}
+
+/// BatchNorm statistics mode for the whole chain.
+#[derive(Debug, Clone)]
+pub(crate) enum BnMode {
+    /// Batch statistics (training); the batch mean and biased variance of each unit are
+    /// reported back through [`FusedChain::batch_stats`].
+    Train,
+    /// Running statistics (mean, variance) per unit.
+    Eval(Vec<(Vec<f64>, Vec<f64>)>),
+}
+
+/// Per-channel (mean, biased variance) of one BatchNorm.
+type MeanVar = (Vec<f64>, Vec<f64>);
+
+/// Per unit batch statistics, shared between the op and its caller.
+type BatchStats = Arc<Mutex<Vec<MeanVar>>>;
+
+/// Activations of one forward pass that the backward pass reads.
+struct Saved<T> {
+    /// Per unit: input of the conv (the chain input for unit 0 is the op argument), conv output
+    /// (plus residual for the last unit), BN+ReLU output.
+    conv_out: Vec<Vec<T>>,
+    act: Vec<Vec<T>>,
+    /// Per unit: mean and 1/sqrt(var + eps) used to normalise.
+    mean: Vec<Vec<f64>>,
+    invstd: Vec<Vec<f64>>,
+    /// Conv sizes per unit, then the residual conv's.
+    sizes: Vec<Sizes>,
+    res_sizes: Option<Sizes>,
+}
+
+enum SavedAny {
+    F32(Saved<f32>),
+    F64(Saved<f64>),
+}
+
+/// The custom op: (x (C, B, T, H, W), flat params) -> y (O, B, T', H', W').
+pub(crate) struct FusedChain {
+    units: Vec<UnitSpec>,
+    residual: Residual,
+    mode: BnMode,
+    eps: f64,
+    /// Keep activations for a backward pass (only when some input tracks gradients).
+    keep: bool,
+    /// Whether the input needs a gradient (false for a network's first layer).
+    need_dx: bool,
+    saved: Mutex<Option<SavedAny>>,
+    /// Per unit batch (mean, biased var), written by a training forward pass.
+    stats: BatchStats,
+}
+
+impl FusedChain {
+    /// Number of parameters the flat tensor must hold.
+    pub(crate) fn param_len(units: &[UnitSpec], residual: Residual) -> usize {
+        let unit: usize = units
+            .iter()
+            .map(|u| u.out_c * u.in_c * u.geom.kernel.iter().product::<usize>() + 2 * u.out_c)
+            .sum();
+        let res = match (residual, units.first(), units.last()) {
+            (Residual::Conv(g), Some(first), Some(last)) => {
+                last.out_c * first.in_c * g.kernel.iter().product::<usize>()
+            }
+            _ => 0,
+        };
+        unit + res
+    }
+}
+
+/// Offsets of each unit's (weight, gamma, beta) and of the residual weight in the flat params.
+fn param_offsets(units: &[UnitSpec], sizes: &[Sizes]) -> (Vec<[usize; 3]>, usize) {
+    let mut off = 0;
+    let mut out = Vec::with_capacity(units.len());
+    for (u, s) in units.iter().zip(sizes) {
+        let w = off;
+        off += s.weight_len();
+        out.push([w, off, off + u.out_c]);
+        off += 2 * u.out_c;
+    }
+    (out, off)
+}
+
+/// Per-channel mean and biased variance of a channel-major (C, L) buffer, in f64.
+fn channel_stats<T: ChainElem>(x: &[T], c: usize) -> (Vec<f64>, Vec<f64>) {
+    let l = x.len() / c;
+    let per: Vec<(f64, f64)> = x
+        .par_chunks(l)
+        .map(|row| {
+            // Sums around a first estimate of the mean (the row's first value), then the
+            // exact mean and variance from the shifted moments: accurate without two passes.
+            let shift = row.first().map_or(0.0, |v| v.to_f64());
+            let (s, s2) = T::sums(row, shift);
+            let n = l as f64;
+            let d = s / n;
+            (shift + d, (s2 / n - d * d).max(0.0))
+        })
+        .collect();
+    per.into_iter().unzip()
+}
+
+/// y = [relu]((x - mean) * invstd * gamma + beta), channel-major (C, L).
+fn bn_act<T: ChainElem>(
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    mean: &[f64],
+    invstd: &[f64],
+    relu: bool,
+) -> Vec<T> {
+    let c = gamma.len();
+    let l = x.len() / c;
+    let mut y = vec![T::default(); x.len()];
+    y.par_chunks_mut(l)
+        .zip(x.par_chunks(l))
+        .enumerate()
+        .for_each(|(ch, (dst, src))| {
+            let scale = invstd[ch] * gamma[ch].to_f64();
+            T::affine(src, dst, mean[ch], scale, beta[ch].to_f64(), relu);
+        });
+    y
+}
+
+/// Backward of [`bn_act`]: (dx, dgamma, dbeta). In train mode the statistics depend on x.
+#[allow(clippy::too_many_arguments)]
+fn bn_act_backward<T: ChainElem>(
+    dy: &[T],
+    x: &[T],
+    y: &[T],
+    gamma: &[T],
+    mean: &[f64],
+    invstd: &[f64],
+    relu: bool,
+    train: bool,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let c = gamma.len();
+    let l = x.len() / c;
+    let mut dx = vec![T::default(); x.len()];
+    let sums: Vec<(f64, f64)> = dx
+        .par_chunks_mut(l)
+        .enumerate()
+        .map(|(ch, dst)| {
+            let r = ch * l..(ch + 1) * l;
+            let (g, xs, ys) = (&dy[r.clone()], &x[r.clone()], &y[r]);
+            let (m, inv) = (mean[ch], invstd[ch]);
+            // Σ g and Σ g * xhat, with g = dy masked by the ReLU.
+            let (s_g, s_gx) = T::masked_sums(g, xs, ys, m, relu);
+            let s_gx = s_gx * inv;
+            let k = gamma[ch].to_f64() * inv;
+            if train {
+                let (a, b) = (s_g / l as f64, s_gx / l as f64 * inv);
+                // dx = k * (g - a - (x - m) * inv * s_gx / L)
+                T::bn_grad(g, xs, ys, dst, k, a, b, m, relu);
+            } else {
+                T::bn_grad(g, xs, ys, dst, k, 0.0, 0.0, m, relu);
+            }
+            (s_gx, s_g)
+        })
+        .collect();
+    let dgamma = sums.iter().map(|s| T::from_f64(s.0)).collect();
+    let dbeta = sums.iter().map(|s| T::from_f64(s.1)).collect();
+    (dx, dgamma, dbeta)
+}
+
+impl FusedChain {
+    fn forward<T: ChainElem>(&self, x: &[T], dims: [usize; 5], p: &[T]) -> Result<(Vec<T>, Shape)> {
+        let mut sizes = Vec::with_capacity(self.units.len());
+        let mut d = dims;
+        for u in &self.units {
+            let s = Sizes::new(d, u.out_c, u.geom).ok_or_else(|| too_small(d, u.geom))?;
+            d = s.out_dims();
+            sizes.push(s);
+        }
+        let (offs, res_off) = param_offsets(&self.units, &sizes);
+        let res_sizes = match self.residual {
+            Residual::Conv(g) => Some(Sizes::new(dims, d[0], g).ok_or_else(|| too_small(dims, g))?),
+            _ => None,
+        };
+        let n_units = self.units.len();
+        let mut conv_out = Vec::with_capacity(n_units);
+        let mut act: Vec<Vec<T>> = Vec::with_capacity(n_units);
+        let mut means = Vec::with_capacity(n_units);
+        let mut invstds = Vec::with_capacity(n_units);
+        let mut batch = Vec::with_capacity(n_units);
+        for (i, (u, s)) in self.units.iter().zip(&sizes).enumerate() {
+            let input = if i == 0 { x } else { &act[i - 1] };
+            let [w0, g0, b0] = offs[i];
+            let mut a = conv_cm::forward(input, &p[w0..g0], s);
+            if i + 1 == n_units {
+                match (self.residual, res_sizes) {
+                    (Residual::Identity, _) => {
+                        if x.len() != a.len() {
+                            return Err(candle_core::Error::Msg(format!(
+                                "fused block: identity shortcut of {dims:?} does not match the \
+                                 block output {:?}",
+                                s.out_dims()
+                            )));
+                        }
+                        a.par_iter_mut()
+                            .zip(x.par_iter())
+                            .for_each(|(v, r)| *v += *r);
+                    }
+                    (Residual::Conv(_), Some(rs)) => {
+                        if rs.out_dims() != s.out_dims() {
+                            return Err(candle_core::Error::Msg(format!(
+                                "fused block: shortcut output {:?} does not match the block \
+                                 output {:?}",
+                                rs.out_dims(),
+                                s.out_dims()
+                            )));
+                        }
+                        let r = conv_cm::forward(x, &p[res_off..res_off + rs.weight_len()], &rs);
+                        a.par_iter_mut()
+                            .zip(r.par_iter())
+                            .for_each(|(v, r)| *v += *r);
+                    }
+                    _ => {}
+                }
+            }
+            let (mean, var) = match &self.mode {
+                BnMode::Train => {
+                    let (m, v) = channel_stats(&a, u.out_c);
+                    batch.push((m.clone(), v.clone()));
+                    (m, v)
+                }
+                BnMode::Eval(st) => st[i].clone(),
+            };
+            let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+            let y = bn_act(&a, &p[g0..b0], &p[b0..b0 + u.out_c], &mean, &invstd, u.relu);
+            conv_out.push(a);
+            act.push(y);
+            means.push(mean);
+            invstds.push(invstd);
+        }
+        if let BnMode::Train = self.mode {
+            *lock(&self.stats) = batch;
+        }
+        let out = if self.keep {
+            act.last().cloned().unwrap_or_default()
+        } else {
+            act.pop().unwrap_or_default()
+        };
+        if self.keep {
+            let saved = Saved {
+                conv_out,
+                act,
+                mean: means,
+                invstd: invstds,
+                sizes,
+                res_sizes,
+            };
+            *lock(&self.saved) = Some(T::wrap(saved));
+        }
+        Ok((out, Shape::from(d.to_vec())))
+    }
+
+    fn backward<T: ChainElem>(
+        &self,
+        x: &[T],
+        p: &[T],
+        dy: &[T],
+        saved: &Saved<T>,
+    ) -> (Vec<T>, Vec<T>) {
+        let (offs, res_off) = param_offsets(&self.units, &saved.sizes);
+        let mut dp = vec![T::default(); p.len()];
+        let train = matches!(self.mode, BnMode::Train);
+        let mut g = dy.to_vec();
+        let mut dx_res: Option<Vec<T>> = None;
+        for i in (0..self.units.len()).rev() {
+            let u = &self.units[i];
+            let [w0, g0, b0] = offs[i];
+            let (da, dgamma, dbeta) = bn_act_backward(
+                &g,
+                &saved.conv_out[i],
+                &saved.act[i],
+                &p[g0..b0],
+                &saved.mean[i],
+                &saved.invstd[i],
+                u.relu,
+                train,
+            );
+            dp[g0..b0].copy_from_slice(&dgamma);
+            dp[b0..b0 + u.out_c].copy_from_slice(&dbeta);
+            if i + 1 == self.units.len() {
+                match (self.residual, saved.res_sizes) {
+                    (Residual::Identity, _) if self.need_dx => dx_res = Some(da.clone()),
+                    (Residual::Conv(_), Some(rs)) => {
+                        let w = &p[res_off..res_off + rs.weight_len()];
+                        let (dxr, dw) = conv_cm::backward(x, w, &da, &rs, self.need_dx);
+                        dp[res_off..res_off + rs.weight_len()].copy_from_slice(&dw);
+                        if self.need_dx {
+                            dx_res = Some(dxr);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let input = if i == 0 { x } else { &saved.act[i - 1] };
+            let need = i > 0 || self.need_dx;
+            let (dinput, dw) = conv_cm::backward(input, &p[w0..g0], &da, &saved.sizes[i], need);
+            dp[w0..g0].copy_from_slice(&dw);
+            g = dinput;
+        }
+        if let Some(r) = dx_res {
+            g.par_iter_mut()
+                .zip(r.par_iter())
+                .for_each(|(v, r)| *v += *r);
+        }
+        (g, dp)
+    }
+}
+
+impl FusedChain {
+    /// The input gradient as a tensor shaped like `x`, when one was computed.
+    fn grad_tensor<T: candle_core::WithDType>(
+        &self,
+        dx: Vec<T>,
+        x: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        if !self.need_dx {
+            return Ok(None);
+        }
+        Tensor::from_vec(dx, x.shape(), x.device()).map(Some)
+    }
+}
+
+fn too_small(d: [usize; 5], g: CmGeometry) -> candle_core::Error {
+    candle_core::Error::Msg(format!("fused block: input {d:?} is too small for {g:?}"))
+}
+
+fn lock<V>(m: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("fused block: inputs must be contiguous".into()))?;
+    Ok(&s.as_slice::<T>()?[a..b])
+}
+
+/// Element-type specific pieces: vectorisable f32 loops, and wrapping of saved activations.
+trait ChainElem: ConvElem {
+    /// dst = [relu]((src - mean) * scale + shift).
+    fn affine(src: &[Self], dst: &mut [Self], mean: f64, scale: f64, shift: f64, relu: bool);
+    /// dst = k * (g' - a - (x - m) * b), g' = g masked where y <= 0 (with relu).
+    #[allow(clippy::too_many_arguments)]
+    fn bn_grad(
+        g: &[Self],
+        x: &[Self],
+        y: &[Self],
+        dst: &mut [Self],
+        k: f64,
+        a: f64,
+        b: f64,
+        m: f64,
+        relu: bool,
+    );
+    /// (Σ g', Σ g' (x - m)) with g' = g masked where y <= 0 (with relu), accumulated in f64.
+    fn masked_sums(g: &[Self], x: &[Self], y: &[Self], m: f64, relu: bool) -> (f64, f64);
+    /// (Σ x, Σ (x - m)^2), accumulated in f64.
+    fn sums(x: &[Self], m: f64) -> (f64, f64);
+    /// Stores saved activations of this type.
+    fn wrap(s: Saved<Self>) -> SavedAny;
+}
+
+/// The element loops, written once per type; f32 runs them through [`dispatch`] so they are
+/// vectorised for the CPU at hand.
+macro_rules! chain_kernels {
+    ($t:ty, $m:ident) => {
+        mod $m {
+            /// Lane-wise partial sums over short blocks (vectorisable), carried in f64.
+            const LANES: usize = 16;
+            const BLOCK: usize = 1024;
+
+            #[inline(always)]
+            pub(super) fn affine(
+                src: &[$t],
+                dst: &mut [$t],
+                mean: f64,
+                scale: f64,
+                shift: f64,
+                relu: bool,
+            ) {
+                let (m, scale, shift) = (mean as $t, scale as $t, shift as $t);
+                if relu {
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        *d = ((*s - m) * scale + shift).max(0.0);
+                    }
+                } else {
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        *d = (*s - m) * scale + shift;
+                    }
+                }
+            }
+
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) fn bn_grad(
+                g: &[$t],
+                x: &[$t],
+                y: &[$t],
+                dst: &mut [$t],
+                k: f64,
+                a: f64,
+                b: f64,
+                m: f64,
+                relu: bool,
+            ) {
+                // k * (g - a - (x - m) b) = k g - k a - (k b) (x - m)
+                let (kk, ka, kb, mm) = (k as $t, (k * a) as $t, (k * b) as $t, m as $t);
+                if relu {
+                    for (((d, gv), xv), yv) in dst.iter_mut().zip(g).zip(x).zip(y) {
+                        let gv = if *yv > 0.0 { *gv } else { 0.0 };
+                        *d = kk * gv - ka - kb * (*xv - mm);
+                    }
+                } else {
+                    for ((d, gv), xv) in dst.iter_mut().zip(g).zip(x) {
+                        *d = kk * *gv - ka - kb * (*xv - mm);
+                    }
+                }
+            }
+
+            #[inline(always)]
+            pub(super) fn masked_sums(
+                g: &[$t],
+                x: &[$t],
+                y: &[$t],
+                m: f64,
+                relu: bool,
+            ) -> (f64, f64) {
+                if relu {
+                    masked_sums_impl::<true>(g, x, y, m)
+                } else {
+                    masked_sums_impl::<false>(g, x, y, m)
+                }
+            }
+
+            #[inline(always)]
+            fn masked_sums_impl<const RELU: bool>(
+                g: &[$t],
+                x: &[$t],
+                y: &[$t],
+                m: f64,
+            ) -> (f64, f64) {
+                let mm = m as $t;
+                let n = g.len().min(x.len()).min(y.len());
+                let (mut s_g, mut s_gx) = (0.0f64, 0.0f64);
+                let mut start = 0;
+                while start < n {
+                    let end = (start + BLOCK).min(n);
+                    let mut a = [0.0 as $t; LANES];
+                    let mut b = [0.0 as $t; LANES];
+                    let mut i = start;
+                    while i + LANES <= end {
+                        let gc: &[$t; LANES] = g[i..i + LANES].try_into().expect("lane block");
+                        let xc: &[$t; LANES] = x[i..i + LANES].try_into().expect("lane block");
+                        let yc: &[$t; LANES] = y[i..i + LANES].try_into().expect("lane block");
+                        for l in 0..LANES {
+                            let gv = if !RELU || yc[l] > 0.0 { gc[l] } else { 0.0 };
+                            a[l] += gv;
+                            b[l] += gv * (xc[l] - mm);
+                        }
+                        i += LANES;
+                    }
+                    for i in i..end {
+                        let gv = if !RELU || y[i] > 0.0 { g[i] } else { 0.0 };
+                        a[0] += gv;
+                        b[0] += gv * (x[i] - mm);
+                    }
+                    s_g += a.iter().map(|&v| v as f64).sum::<f64>();
+                    s_gx += b.iter().map(|&v| v as f64).sum::<f64>();
+                    start = end;
+                }
+                (s_g, s_gx)
+            }
+
+            #[inline(always)]
+            pub(super) fn sums(x: &[$t], m: f64) -> (f64, f64) {
+                let mm = m as $t;
+                let (mut s, mut s2) = (0.0f64, 0.0f64);
+                for xb in x.chunks(BLOCK) {
+                    let mut a = [0.0 as $t; LANES];
+                    let mut b = [0.0 as $t; LANES];
+                    let full = xb.len() / LANES * LANES;
+                    for xc in xb[..full].chunks_exact(LANES) {
+                        for l in 0..LANES {
+                            let d = xc[l] - mm;
+                            a[l] += d;
+                            b[l] += d * d;
+                        }
+                    }
+                    for v in &xb[full..] {
+                        let d = *v - mm;
+                        a[0] += d;
+                        b[0] += d * d;
+                    }
+                    s += a.iter().map(|&v| v as f64).sum::<f64>();
+                    s2 += b.iter().map(|&v| v as f64).sum::<f64>();
+                }
+                // Σ (x - m) and Σ (x - m)^2 around the shift m.
+                (s, s2)
+            }
+        }
+    };
+}
+chain_kernels!(f32, k32);
+chain_kernels!(f64, k64);
+
+dispatch! {
+    fn affine_f32(src: &[f32], dst: &mut [f32], mean: f64, scale: f64, shift: f64, relu: bool) -> () => k32::affine
+}
+dispatch! {
+    fn bn_grad_f32(
+        g: &[f32], x: &[f32], y: &[f32], dst: &mut [f32], k: f64, a: f64, b: f64, m: f64, relu: bool,
+    ) -> () => k32::bn_grad
+}
+/// [`ChainElem::masked_sums`] for f32: explicit AVX-512 where available (LLVM leaves the
+/// masked reduction scalar), the portable loop otherwise.
+fn masked_sums_f32(g: &[f32], x: &[f32], y: &[f32], m: f64, relu: bool) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx512() {
+        // SAFETY: AVX-512 F/DQ were detected at run time.
+        return unsafe { masked_sums_avx512(g, x, y, m, relu) };
+    }
+    k32::masked_sums(g, x, y, m, relu)
+}
+
+/// 16 lanes at a time, partial sums in f32 over blocks of 1024 values, carried in f64.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+fn masked_sums_avx512(g: &[f32], x: &[f32], y: &[f32], m: f64, relu: bool) -> (f64, f64) {
+    use std::arch::x86_64::*;
+    let n = g.len().min(x.len()).min(y.len());
+    let mm = _mm512_set1_ps(m as f32);
+    let zero = _mm512_setzero_ps();
+    let (mut s_g, mut s_gx) = (0.0f64, 0.0f64);
+    let mut i = 0;
+    while i + 16 <= n {
+        let end = (i + 1024).min(n / 16 * 16);
+        let (mut a, mut b) = (zero, zero);
+        while i < end {
+            // SAFETY: i + 16 <= n, so the 16 lanes read are inside all three slices.
+            let (gv, xv, yv) = unsafe {
+                (
+                    _mm512_loadu_ps(g.as_ptr().add(i)),
+                    _mm512_loadu_ps(x.as_ptr().add(i)),
+                    _mm512_loadu_ps(y.as_ptr().add(i)),
+                )
+            };
+            let gv = if relu {
+                let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(yv, zero);
+                _mm512_maskz_mov_ps(keep, gv)
+            } else {
+                gv
+            };
+            a = _mm512_add_ps(a, gv);
+            b = _mm512_fmadd_ps(gv, _mm512_sub_ps(xv, mm), b);
+            i += 16;
+        }
+        s_g += _mm512_reduce_add_ps(a) as f64;
+        s_gx += _mm512_reduce_add_ps(b) as f64;
+    }
+    let (t_g, t_gx) = k32::masked_sums(&g[i..n], &x[i..n], &y[i..n], m, relu);
+    (s_g + t_g, s_gx + t_gx)
+}
+dispatch! {
+    fn sums_f32(x: &[f32], m: f64) -> (f64, f64) => k32::sums
+}
+
+impl ChainElem for f32 {
+    fn affine(src: &[Self], dst: &mut [Self], mean: f64, scale: f64, shift: f64, relu: bool) {
+        affine_f32(src, dst, mean, scale, shift, relu)
+    }
+    fn bn_grad(
+        g: &[Self],
+        x: &[Self],
+        y: &[Self],
+        dst: &mut [Self],
+        k: f64,
+        a: f64,
+        b: f64,
+        m: f64,
+        relu: bool,
+    ) {
+        bn_grad_f32(g, x, y, dst, k, a, b, m, relu)
+    }
+    fn masked_sums(g: &[Self], x: &[Self], y: &[Self], m: f64, relu: bool) -> (f64, f64) {
+        masked_sums_f32(g, x, y, m, relu)
+    }
+    fn sums(x: &[Self], m: f64) -> (f64, f64) {
+        sums_f32(x, m)
+    }
+    fn wrap(s: Saved<Self>) -> SavedAny {
+        SavedAny::F32(s)
+    }
+}
+
+impl ChainElem for f64 {
+    fn affine(src: &[Self], dst: &mut [Self], mean: f64, scale: f64, shift: f64, relu: bool) {
+        k64::affine(src, dst, mean, scale, shift, relu)
+    }
+    fn bn_grad(
+        g: &[Self],
+        x: &[Self],
+        y: &[Self],
+        dst: &mut [Self],
+        k: f64,
+        a: f64,
+        b: f64,
+        m: f64,
+        relu: bool,
+    ) {
+        k64::bn_grad(g, x, y, dst, k, a, b, m, relu)
+    }
+    fn masked_sums(g: &[Self], x: &[Self], y: &[Self], m: f64, relu: bool) -> (f64, f64) {
+        k64::masked_sums(g, x, y, m, relu)
+    }
+    fn sums(x: &[Self], m: f64) -> (f64, f64) {
+        k64::sums(x, m)
+    }
+    fn wrap(s: Saved<Self>) -> SavedAny {
+        SavedAny::F64(s)
+    }
+}
+
+impl CustomOp2 for FusedChain {
+    fn name(&self) -> &'static str {
+        "fused-conv-bn-relu-chain"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims: [usize; 5] = l1
+            .dims()
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("fused block: input must be rank 5".into()))?;
+        match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let (y, sh) = self.forward::<f32>(slice(s1, l1)?, dims, slice(s2, l2)?)?;
+                Ok((CpuStorage::F32(y), sh))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let (y, sh) = self.forward::<f64>(slice(s1, l1)?, dims, slice(s2, l2)?)?;
+                Ok((CpuStorage::F64(y), sh))
+            }
+            _ => Err(candle_core::Error::UnsupportedDTypeForOp(
+                s1.dtype(),
+                "fused block",
+            )),
+        }
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        p: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        // Borrowed, not taken: a graph may be differentiated more than once.
+        let guard = lock(&self.saved);
+        let saved = guard.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg("fused block: backward without saved activations".into())
+        })?;
+        let (xs, xl) = x.storage_and_layout();
+        let (ps, pl) = p.storage_and_layout();
+        let (gs, gl) = grad.storage_and_layout();
+        let (Storage::Cpu(xc), Storage::Cpu(pc), Storage::Cpu(gc)) = (&*xs, &*ps, &*gs) else {
+            return Err(candle_core::Error::Msg(
+                "fused block: CPU tensors only".into(),
+            ));
+        };
+        let (dx, dp) = match saved {
+            SavedAny::F32(sv) => {
+                let (dx, dp) =
+                    self.backward::<f32>(slice(xc, xl)?, slice(pc, pl)?, slice(gc, gl)?, sv);
+                (
+                    self.grad_tensor(dx, x)?,
+                    Tensor::from_vec(dp, p.shape(), p.device())?,
+                )
+            }
+            SavedAny::F64(sv) => {
+                let (dx, dp) =
+                    self.backward::<f64>(slice(xc, xl)?, slice(pc, pl)?, slice(gc, gl)?, sv);
+                (
+                    self.grad_tensor(dx, x)?,
+                    Tensor::from_vec(dp, p.shape(), p.device())?,
+                )
+            }
+        };
+        Ok((dx, Some(dp)))
+    }
+}
+
+/// Runs a fused chain on a contiguous channel-major CPU input. `params` is the flat
+/// concatenation described in the module docs. In train mode, returns each unit's batch
+/// (mean, biased variance) for the caller's running statistics.
+pub(crate) fn run_chain(
+    x: &Tensor,
+    params: &Tensor,
+    units: Vec<UnitSpec>,
+    residual: Residual,
+    mode: BnMode,
+    eps: f64,
+) -> Result<(Tensor, Vec<MeanVar>)> {
+    let expect = FusedChain::param_len(&units, residual);
+    if params.elem_count() != expect {
+        return Err(candle_core::Error::Msg(format!(
+            "fused block: {} parameters given, {expect} expected",
+            params.elem_count()
+        )));
+    }
+    let stats = Arc::new(Mutex::new(Vec::new()));
+    let op = FusedChain {
+        units,
+        residual,
+        mode,
+        eps,
+        keep: x.track_op() || params.track_op(),
+        need_dx: x.track_op(),
+        saved: Mutex::new(None),
+        stats: stats.clone(),
+    };
+    let y = x.contiguous()?.apply_op2(&params.contiguous()?, op)?;
+    let batch = std::mem::take(&mut *lock(&stats));
+    Ok((y, batch))
+}
+
+/// The shortcut of a [`conv_bn_chain`], in terms of the model's layers.
+pub(crate) enum Shortcut<'a> {
+    /// No shortcut.
+    None,
+    /// Add the chain input.
+    Identity,
+    /// Add a convolution of the chain input.
+    Conv(&'a Conv3d),
+}
+
+/// Runs conv -> BN -> [ReLU] units (the bool) on a channel-major input as one fused node,
+/// with `shortcut` added before the last BN, updating the BNs' running statistics in train
+/// mode. Returns `None` when the fused op does not apply (non-CPU device or a dtype other than
+/// f32/f64 on every tensor); the caller then runs the layers one by one.
+pub(crate) fn conv_bn_chain(
+    x: &Tensor,
+    units: &[(&Conv3d, &BatchNorm, bool)],
+    shortcut: Shortcut<'_>,
+    train: bool,
+) -> Result<Option<Tensor>> {
+    let dt = x.dtype();
+    let same = |t: &Tensor| t.dtype() == dt && t.device().is_cpu();
+    let applies = conv_cm::conv_cm_applies(x)
+        && units
+            .iter()
+            .all(|(c, bn, _)| same(c.weight()) && same(bn.weight()) && same(bn.bias()))
+        && match shortcut {
+            Shortcut::Conv(c) => same(c.weight()),
+            _ => true,
+        };
+    let Some(eps) = units.first().map(|u| u.1.eps()) else {
+        return Ok(None);
+    };
+    if !applies || units.iter().any(|u| u.1.eps() != eps) {
+        return Ok(None);
+    }
+    let mut parts = Vec::with_capacity(3 * units.len() + 1);
+    let mut specs = Vec::with_capacity(units.len());
+    for (conv, bn, relu) in units {
+        let (o, c, _, _, _) = conv.weight().dims5()?;
+        let cfg = conv.config();
+        specs.push(UnitSpec {
+            in_c: c,
+            out_c: o,
+            geom: CmGeometry {
+                kernel: cfg.kernel,
+                stride: cfg.stride,
+                pad: cfg.padding,
+            },
+            relu: *relu,
+        });
+        parts.push(conv.weight().flatten_all()?);
+        parts.push(bn.weight().flatten_all()?);
+        parts.push(bn.bias().flatten_all()?);
+    }
+    let residual = match shortcut {
+        Shortcut::None => Residual::None,
+        Shortcut::Identity => Residual::Identity,
+        Shortcut::Conv(c) => {
+            parts.push(c.weight().flatten_all()?);
+            let cfg = c.config();
+            Residual::Conv(CmGeometry {
+                kernel: cfg.kernel,
+                stride: cfg.stride,
+                pad: cfg.padding,
+            })
+        }
+    };
+    let params = Tensor::cat(&parts, 0)?;
+    let mode = if train {
+        BnMode::Train
+    } else {
+        let stats = units
+            .iter()
+            .map(|(_, bn, _)| {
+                Ok((
+                    bn.running_mean().to_dtype(DType::F64)?.to_vec1::<f64>()?,
+                    bn.running_var().to_dtype(DType::F64)?.to_vec1::<f64>()?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        BnMode::Eval(stats)
+    };
+    let (y, batch) = run_chain(x, &params, specs, residual, mode, eps)?;
+    if train {
+        // Every unit's BN normalised B * T' * H' * W' values per channel of its output.
+        let mut d = x.dims5()?;
+        for ((conv, bn, _), (mean, var)) in units.iter().zip(&batch) {
+            let g = conv.config();
+            let s = Sizes::new(
+                [d.0, d.1, d.2, d.3, d.4],
+                conv.weight().dim(0)?,
+                CmGeometry {
+                    kernel: g.kernel,
+                    stride: g.stride,
+                    pad: g.padding,
+                },
+            )
+            .ok_or_else(|| {
+                too_small(
+                    [d.0, d.1, d.2, d.3, d.4],
+                    CmGeometry {
+                        kernel: g.kernel,
+                        stride: g.stride,
+                        pad: g.padding,
+                    },
+                )
+            })?;
+            let [o, b, t, h, w] = s.out_dims();
+            d = (o, b, t, h, w);
+            let dev = x.device();
+            bn.update_running(
+                &Tensor::new(mean.as_slice(), dev)?,
+                &Tensor::new(var.as_slice(), dev)?,
+                b * t * h * w,
+            )?;
+        }
+    }
+    Ok(Some(y))
+}

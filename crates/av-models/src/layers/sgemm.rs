@@ -1,0 +1,922 @@
+//! Single-threaded f32 GEMM with a BLIS-style AVX-512 path and a portable fallback.
+//!
+//! Layout of the fast path: C rows are vectorised along `n`. A 12×32 microkernel keeps
+//! 24 zmm accumulators in registers; B is packed into KC×32 micro-panels and A into
+//! 12×KC micro-panels (both zero-padded), loop order NC → KC → MC → jr → ir.
+
+/// Rows of C computed by one microkernel call (12 broadcasts of packed A per k).
+const MR: usize = 12;
+/// Columns of C computed by one microkernel call (two zmm vectors of packed B per k).
+const NR: usize = 32;
+/// Depth of one packed block: a KC×NR B micro-panel (32 KiB) stays in L1.
+const KC: usize = 256;
+/// Rows of one packed A block: MC×KC floats (≈ 240 KiB) stay in L2.
+const MC: usize = 240;
+/// Columns of one packed B block: KC×NC floats (1 MiB) stay in L2 next to the A block.
+const NC: usize = 1024;
+
+/// C = A·B (accumulate=false) or C += A·B (accumulate=true), single-threaded.
+/// A is m×k with element (i,p) at a[i*a_rs + p*a_cs]; B is k×n with (p,j) at b[p*b_rs + j*b_cs];
+/// C is m×n row-major with row stride ldc (element (i,j) at c[i*ldc + j]).
+/// Strides may be any positive values (transposed views are common: a_rs=1,a_cs=m etc).
+///
+/// # Safety
+/// All indexed elements must be in bounds; c must not alias a or b.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const f32,
+    b_rs: usize,
+    b_cs: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                // SAFETY: the caller guarantees row i of C (n elements) is in bounds.
+                unsafe { core::ptr::write_bytes(c.add(i * ldc), 0, n) };
+            }
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_fast_path() {
+            // SAFETY: avx512f was detected at run time; bounds are the caller's contract.
+            unsafe { avx512::gemm(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc, accumulate) };
+            return;
+        }
+    }
+    // SAFETY: same contract as this function.
+    unsafe { fallback(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc, accumulate) };
+}
+
+/// True when the fast AVX-512 path is used on this CPU (runtime detection, cached).
+pub fn has_fast_path() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static FAST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *FAST.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Portable blocked i-p-j loop; correct on any CPU, auto-vectorises when B rows are contiguous.
+#[allow(clippy::too_many_arguments)]
+unsafe fn fallback(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const f32,
+    b_rs: usize,
+    b_cs: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    const KB: usize = 128;
+    const NB: usize = 512;
+    for i in 0..m {
+        // SAFETY: row i of C is in bounds by the caller's contract and does not alias A/B.
+        let crow = unsafe { core::slice::from_raw_parts_mut(c.add(i * ldc), n) };
+        if !accumulate {
+            crow.fill(0.0);
+        }
+    }
+    for j0 in (0..n).step_by(NB) {
+        let nb = NB.min(n - j0);
+        for p0 in (0..k).step_by(KB) {
+            let kb = KB.min(k - p0);
+            for i in 0..m {
+                // SAFETY: as above.
+                let crow = unsafe { core::slice::from_raw_parts_mut(c.add(i * ldc + j0), nb) };
+                for p in p0..p0 + kb {
+                    // SAFETY: (i,p) of A is in bounds by contract.
+                    let aip = unsafe { *a.add(i * a_rs + p * a_cs) };
+                    let brow = unsafe { b.add(p * b_rs + j0 * b_cs) };
+                    if b_cs == 1 {
+                        // SAFETY: B(p, j0..j0+nb) is in bounds and contiguous.
+                        let bs = unsafe { core::slice::from_raw_parts(brow, nb) };
+                        for (cv, bv) in crow.iter_mut().zip(bs) {
+                            *cv += aip * bv;
+                        }
+                    } else {
+                        for (j, cv) in crow.iter_mut().enumerate() {
+                            // SAFETY: B(p, j0+j) is in bounds by contract.
+                            *cv += aip * unsafe { *brow.add(j * b_cs) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{KC, MC, MR, NC, NR};
+    use core::arch::x86_64::*;
+    use std::cell::RefCell;
+
+    /// Expands `$body` once per listed literal with `$i` bound to it, so LLVM sees constant indices.
+    macro_rules! unroll {
+        ($i:ident in [$($v:literal),*] $body:block) => {{ $( { let $i: usize = $v; $body } )* }};
+    }
+
+    /// Packing buffer of f32 with a 64-byte aligned view, reused per thread to avoid allocating per call.
+    struct Buf {
+        data: Vec<f32>,
+    }
+
+    impl Buf {
+        /// Returns a 64-byte aligned pointer to at least `len` floats.
+        fn get(&mut self, len: usize) -> *mut f32 {
+            let need = len + 16;
+            if self.data.len() < need {
+                self.data = vec![0.0; need];
+            }
+            let p = self.data.as_mut_ptr();
+            let off = p.align_offset(64);
+            // SAFETY: off < 16 floats, and the buffer has 16 floats of slack.
+            unsafe { p.add(off) }
+        }
+    }
+
+    thread_local! {
+        /// Per-thread packing storage (A block, B block); no shared mutable state across threads.
+        static BUFS: RefCell<(Buf, Buf)> =
+            const { RefCell::new((Buf { data: Vec::new() }, Buf { data: Vec::new() })) };
+    }
+
+    /// Entry point of the fast path: borrows the thread's buffers and runs the blocked loops.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn gemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const f32,
+        a_rs: usize,
+        a_cs: usize,
+        b: *const f32,
+        b_rs: usize,
+        b_cs: usize,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        let kc_max = KC.min(k);
+        let a_len = MC.min(m.div_ceil(MR) * MR) * kc_max;
+        let b_len = if m <= MC {
+            NR
+        } else {
+            NC.min(n.div_ceil(NR) * NR)
+        } * kc_max;
+        let run = |abuf: &mut Buf, bbuf: &mut Buf| {
+            let ap = abuf.get(a_len);
+            let bp = bbuf.get(b_len);
+            // SAFETY: buffers are sized for one block; avx512f is present (checked by the caller).
+            unsafe {
+                blocked(
+                    m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc, accumulate, ap, bp,
+                )
+            };
+        };
+        BUFS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut bufs) => {
+                let (ab, bb) = &mut *bufs;
+                run(ab, bb);
+            }
+            Err(_) => run(&mut Buf { data: Vec::new() }, &mut Buf { data: Vec::new() }),
+        });
+    }
+
+    /// The five BLIS loops around the microkernel.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn blocked(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const f32,
+        a_rs: usize,
+        a_cs: usize,
+        b: *const f32,
+        b_rs: usize,
+        b_cs: usize,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        abuf: *mut f32,
+        bbuf: *mut f32,
+    ) {
+        unsafe {
+            if m <= MC {
+                // One A block: pack each B micro-panel right before its use so it is hot in L1.
+                let mut pc = 0;
+                while pc < k {
+                    let kc = KC.min(k - pc);
+                    let load_c = accumulate || pc > 0;
+                    pack_a_block(a.add(pc * a_cs), a_rs, a_cs, m, kc, abuf);
+                    let mut jr = 0;
+                    while jr < n {
+                        let nr = NR.min(n - jr);
+                        let src = b.add(pc * b_rs + jr * b_cs);
+                        pack_panel::<NR>(src, b_cs, b_rs, nr, kc, bbuf);
+                        run_panel(kc, abuf, m, bbuf, c.add(jr), ldc, nr, load_c);
+                        jr += NR;
+                    }
+                    pc += KC;
+                }
+                return;
+            }
+            let mut jc = 0;
+            while jc < n {
+                let nc = NC.min(n - jc);
+                let mut pc = 0;
+                while pc < k {
+                    let kc = KC.min(k - pc);
+                    let load_c = accumulate || pc > 0;
+                    // Pack B(pc.., jc..) into ceil(nc/NR) micro-panels of kc×NR.
+                    let mut jr = 0;
+                    while jr < nc {
+                        let nr = NR.min(nc - jr);
+                        let src = b.add(pc * b_rs + (jc + jr) * b_cs);
+                        pack_panel::<NR>(src, b_cs, b_rs, nr, kc, bbuf.add(jr * kc));
+                        jr += NR;
+                    }
+                    let mut ic = 0;
+                    while ic < m {
+                        let mc = MC.min(m - ic);
+                        pack_a_block(a.add(ic * a_rs + pc * a_cs), a_rs, a_cs, mc, kc, abuf);
+                        let mut jr = 0;
+                        while jr < nc {
+                            let nr = NR.min(nc - jr);
+                            let cp = c.add(ic * ldc + jc + jr);
+                            run_panel(kc, abuf, mc, bbuf.add(jr * kc), cp, ldc, nr, load_c);
+                            jr += NR;
+                        }
+                        ic += MC;
+                    }
+                    pc += KC;
+                }
+                jc += NC;
+            }
+        }
+    }
+
+    /// Packs an mc×kc block of A into MR-row micro-panels (the tail panel is 4, 8 or 12 rows).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_a_block(
+        a: *const f32,
+        a_rs: usize,
+        a_cs: usize,
+        mc: usize,
+        kc: usize,
+        abuf: *mut f32,
+    ) {
+        unsafe {
+            let mut ir = 0;
+            while ir < mc {
+                let mr = MR.min(mc - ir);
+                let src = a.add(ir * a_rs);
+                let dst = abuf.add(ir * kc);
+                match panel_rows(mr) {
+                    4 => pack_panel::<4>(src, a_rs, a_cs, mr, kc, dst),
+                    8 => pack_panel::<8>(src, a_rs, a_cs, mr, kc, dst),
+                    _ => pack_panel::<MR>(src, a_rs, a_cs, mr, kc, dst),
+                }
+                ir += MR;
+            }
+        }
+    }
+
+    /// Runs the microkernel down one packed B micro-panel for every A micro-panel of the block.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_panel(
+        kc: usize,
+        abuf: *const f32,
+        mc: usize,
+        bp: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        nr: usize,
+        load_c: bool,
+    ) {
+        unsafe {
+            let mut ir = 0;
+            while ir < mc {
+                let mr = MR.min(mc - ir);
+                let cp = c.add(ir * ldc);
+                let ap = abuf.add(ir * kc);
+                let t = Tile {
+                    kc,
+                    a: ap,
+                    b: bp,
+                    c: cp,
+                    ldc,
+                    mr,
+                    nr,
+                    load_c,
+                };
+                if nr <= 8 {
+                    match nr {
+                        0..=2 => kernel_ntail::<2>(t),
+                        3..=4 => kernel_ntail::<4>(t),
+                        _ => kernel_ntail::<8>(t),
+                    }
+                    ir += MR;
+                    continue;
+                }
+                match (panel_rows(mr), nr > 16) {
+                    (4, false) => kernel::<4, 1>(t),
+                    (4, true) => kernel::<4, 2>(t),
+                    (8, false) => kernel::<8, 1>(t),
+                    (8, true) => kernel::<8, 2>(t),
+                    (_, false) => kernel::<MR, 1>(t),
+                    (_, true) => kernel::<MR, 2>(t),
+                }
+                ir += MR;
+            }
+        }
+    }
+
+    /// Lane mask selecting the first `n` (≤ 16) lanes.
+    #[inline(always)]
+    fn lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// Packs a W-wide, kc-deep panel: dst[p*W + w] = src[w*sw + p*sk] for w < valid, else 0.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_panel<const W: usize>(
+        src: *const f32,
+        sw: usize,
+        sk: usize,
+        valid: usize,
+        kc: usize,
+        dst: *mut f32,
+    ) {
+        unsafe {
+            if sw == 1 {
+                pack_contiguous::<W>(src, sk, valid, kc, dst);
+            } else if sk == 1 {
+                pack_transpose::<W>(src, sw, valid, kc, dst);
+            } else {
+                for p in 0..kc {
+                    let d = dst.add(p * W);
+                    for w in 0..W {
+                        *d.add(w) = if w < valid {
+                            *src.add(w * sw + p * sk)
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Panel dimension contiguous in memory: each k step is a masked vector copy.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_contiguous<const W: usize>(
+        src: *const f32,
+        sk: usize,
+        valid: usize,
+        kc: usize,
+        dst: *mut f32,
+    ) {
+        unsafe {
+            let nv = W.div_ceil(16);
+            let mut masks = [0 as __mmask16; 2];
+            let mut store = [0 as __mmask16; 2];
+            for v in 0..nv {
+                masks[v] = lanes(valid.saturating_sub(v * 16));
+                store[v] = lanes(W - v * 16);
+            }
+            for p in 0..kc {
+                let s = src.add(p * sk);
+                let d = dst.add(p * W);
+                if W == NR {
+                    // Large row strides defeat the hardware prefetcher: fetch the next panel's rows.
+                    _mm_prefetch::<_MM_HINT_T0>(s.add(NR) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(s.add(NR + 16) as *const i8);
+                }
+                for v in 0..nv {
+                    let x = _mm512_maskz_loadu_ps(masks[v], s.add(v * 16));
+                    _mm512_mask_storeu_ps(d.add(v * 16), store[v], x);
+                }
+            }
+        }
+    }
+
+    /// Transposes 16 rows of 16 floats held in registers.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn transpose16(r: &mut [__m512; 16]) {
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let mut u = [_mm512_setzero_ps(); 16];
+        for i in 0..4 {
+            let t0 = _mm512_castps_pd(t[4 * i]);
+            let t1 = _mm512_castps_pd(t[4 * i + 1]);
+            let t2 = _mm512_castps_pd(t[4 * i + 2]);
+            let t3 = _mm512_castps_pd(t[4 * i + 3]);
+            u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+            u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+            u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+            u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+        }
+        // u[4i+q] holds column 4L+q of rows 4i..4i+3 in 128-bit lane L.
+        for q in 0..4 {
+            let v0 = _mm512_shuffle_f32x4::<0x44>(u[q], u[4 + q]);
+            let v1 = _mm512_shuffle_f32x4::<0xEE>(u[q], u[4 + q]);
+            let v2 = _mm512_shuffle_f32x4::<0x44>(u[8 + q], u[12 + q]);
+            let v3 = _mm512_shuffle_f32x4::<0xEE>(u[8 + q], u[12 + q]);
+            r[q] = _mm512_shuffle_f32x4::<0x88>(v0, v2);
+            r[4 + q] = _mm512_shuffle_f32x4::<0xDD>(v0, v2);
+            r[8 + q] = _mm512_shuffle_f32x4::<0x88>(v1, v3);
+            r[12 + q] = _mm512_shuffle_f32x4::<0xDD>(v1, v3);
+        }
+    }
+
+    /// k dimension contiguous in memory: 16×16 blocks are loaded and transposed in registers.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_transpose<const W: usize>(
+        src: *const f32,
+        sw: usize,
+        valid: usize,
+        kc: usize,
+        dst: *mut f32,
+    ) {
+        unsafe {
+            let groups = W.div_ceil(16);
+            let mut p = 0;
+            while p < kc {
+                let kk = 16.min(kc - p);
+                let kmask = lanes(kk);
+                for g in 0..groups {
+                    let rows = valid.saturating_sub(g * 16).min(16);
+                    let smask = lanes(W - g * 16);
+                    // Straight-line masked loads/stores (zero masks for absent lines/steps) keep
+                    // the 16 vectors in registers; masked-off lanes never fault.
+                    let mut r = [_mm512_setzero_ps(); 16];
+                    for (w, rw) in r.iter_mut().enumerate() {
+                        let line = src.wrapping_add((g * 16 + w) * sw + p);
+                        *rw = _mm512_maskz_loadu_ps(if w < rows { kmask } else { 0 }, line);
+                        // Each line is a short stream the hardware prefetcher barely sees:
+                        // fetch the same chunk of the next panel (W lines further) now.
+                        if w < rows {
+                            _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(W * sw) as *const i8);
+                        }
+                    }
+                    transpose16(&mut r);
+                    for (q, rq) in r.iter().enumerate() {
+                        let d = dst.wrapping_add((p + q) * W + g * 16);
+                        _mm512_mask_storeu_ps(d, if q < kk { smask } else { 0 }, *rq);
+                    }
+                }
+                p += 16;
+            }
+        }
+    }
+
+    /// Packed height of an A panel holding `mr` valid rows: short tails use a 4- or 8-row kernel.
+    #[inline(always)]
+    fn panel_rows(mr: usize) -> usize {
+        match mr {
+            0..=4 => 4,
+            5..=8 => 8,
+            _ => MR,
+        }
+    }
+
+    /// Operands of one microkernel call (kept in a struct so the kernel signature stays small).
+    #[derive(Clone, Copy)]
+    struct Tile {
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+        load_c: bool,
+    }
+
+    /// Narrow column tail (nr ≤ NT ≤ 8): vectorised along the A panel's rows instead, so a few
+    /// leftover columns cost a few FMAs per k rather than a full 16-wide kernel.
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    unsafe fn kernel_ntail<const NT: usize>(t: Tile) {
+        unsafe {
+            // Independent accumulator sets per unrolled k step hide the FMA latency.
+            let u_steps = if NT <= 4 { 4 } else { 2 };
+            let h = panel_rows(t.mr);
+            let am = lanes(h);
+            let mut acc = [_mm512_setzero_ps(); 16];
+            let (a, b) = (t.a, t.b);
+            let mut p = 0;
+            while p + u_steps <= t.kc {
+                unroll!(u in [0,1,2,3] {
+                    if u < u_steps {
+                        let av = _mm512_maskz_loadu_ps(am, a.add((p + u) * h));
+                        let br = b.add((p + u) * NR);
+                        unroll!(j in [0,1,2,3,4,5,6,7] {
+                            if j < NT {
+                                let bj = _mm512_set1_ps(*br.add(j));
+                                acc[u * NT + j] = _mm512_fmadd_ps(av, bj, acc[u * NT + j]);
+                            }
+                        });
+                    }
+                });
+                p += u_steps;
+            }
+            while p < t.kc {
+                let av = _mm512_maskz_loadu_ps(am, a.add(p * h));
+                let br = b.add(p * NR);
+                unroll!(j in [0,1,2,3,4,5,6,7] {
+                    if j < NT {
+                        acc[j] = _mm512_fmadd_ps(av, _mm512_set1_ps(*br.add(j)), acc[j]);
+                    }
+                });
+                p += 1;
+            }
+            let mut col = [0.0f32; 16];
+            for j in 0..t.nr {
+                let mut s = acc[j];
+                for u in 1..u_steps {
+                    s = _mm512_add_ps(s, acc[u * NT + j]);
+                }
+                _mm512_storeu_ps(col.as_mut_ptr(), s);
+                for (i, &v) in col.iter().enumerate().take(t.mr) {
+                    let d = t.c.add(i * t.ldc + j);
+                    *d = if t.load_c { *d + v } else { v };
+                }
+            }
+        }
+    }
+
+    /// ROWS×(16·NV) microkernel: C[0..mr, 0..nr] (+)= Apanel(ROWS×kc) · Bpanel(kc×NR).
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    unsafe fn kernel<const ROWS: usize, const NV: usize>(t: Tile) {
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); 2 * MR];
+            let mut a = t.a;
+            let mut b = t.b;
+            for _ in 0..t.kc {
+                let b0 = _mm512_loadu_ps(b);
+                let b1 = if NV == 2 {
+                    _mm512_loadu_ps(b.add(16))
+                } else {
+                    b0
+                };
+                unroll!(i in [0,1,2,3,4,5,6,7,8,9,10,11] {
+                    if i < ROWS {
+                        let ai = _mm512_set1_ps(*a.add(i));
+                        acc[2 * i] = _mm512_fmadd_ps(ai, b0, acc[2 * i]);
+                        if NV == 2 {
+                            acc[2 * i + 1] = _mm512_fmadd_ps(ai, b1, acc[2 * i + 1]);
+                        }
+                    }
+                });
+                a = a.add(ROWS);
+                b = b.add(NR);
+            }
+            let m0 = lanes(t.nr);
+            let m1 = lanes(t.nr.saturating_sub(16));
+            unroll!(i in [0,1,2,3,4,5,6,7,8,9,10,11] {
+                if i < ROWS && i < t.mr {
+                    let cr = t.c.add(i * t.ldc);
+                    let mut x0 = acc[2 * i];
+                    if t.load_c {
+                        x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, cr));
+                    }
+                    _mm512_mask_storeu_ps(cr, m0, x0);
+                    if NV == 2 {
+                        let mut x1 = acc[2 * i + 1];
+                        if t.load_c {
+                            x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, cr.add(16)));
+                        }
+                        _mm512_mask_storeu_ps(cr.add(16), m1, x1);
+                    }
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random values in [-1, 1) so tests need no dependencies.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+        fn vec(&mut self, len: usize) -> Vec<f32> {
+            (0..len).map(|_| self.next()).collect()
+        }
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    struct Case {
+        m: usize,
+        n: usize,
+        k: usize,
+        a_t: bool,
+        b_t: bool,
+        pad: usize,
+        acc: bool,
+    }
+
+    fn check(cs: Case, rng: &mut Rng) {
+        let Case {
+            m,
+            n,
+            k,
+            a_t,
+            b_t,
+            pad,
+            acc,
+        } = cs;
+        let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
+        let (b_rs, b_cs) = if b_t { (1, k) } else { (n, 1) };
+        let a = rng.vec((m * k).max(1));
+        let b = rng.vec((k * n).max(1));
+        let ldc = n + pad;
+        let c0 = rng.vec(m * ldc);
+        let mut c = c0.clone();
+        unsafe {
+            sgemm(
+                m,
+                n,
+                k,
+                a.as_ptr(),
+                a_rs,
+                a_cs,
+                b.as_ptr(),
+                b_rs,
+                b_cs,
+                c.as_mut_ptr(),
+                ldc,
+                acc,
+            );
+        }
+        let tol = 1e-5 * (k.max(1) as f64).sqrt();
+        for i in 0..m {
+            for j in 0..ldc {
+                let got = c[i * ldc + j] as f64;
+                if j >= n {
+                    assert_eq!(
+                        got,
+                        c0[i * ldc + j] as f64,
+                        "padding touched {cs:?} ({i},{j})"
+                    );
+                    continue;
+                }
+                let mut want = if acc { c0[i * ldc + j] as f64 } else { 0.0 };
+                for p in 0..k {
+                    want += a[i * a_rs + p * a_cs] as f64 * b[p * b_rs + j * b_cs] as f64;
+                }
+                let err = (got - want).abs();
+                assert!(
+                    err <= tol * (1.0 + want.abs()),
+                    "{cs:?} ({i},{j}) got {got} want {want}"
+                );
+            }
+        }
+    }
+
+    const SIZES: [usize; 13] = [1, 5, 11, 12, 13, 31, 32, 33, 64, 100, 257, 300, 600];
+
+    #[test]
+    fn small_shapes_all_layouts() {
+        let mut rng = Rng(1);
+        let small = [1, 5, 11, 12, 13, 31, 32, 33];
+        for &m in &small {
+            for &n in &small {
+                for &k in &[0, 1, 5, 17, 33] {
+                    for flags in 0..8 {
+                        let cs = Case {
+                            m,
+                            n,
+                            k,
+                            a_t: flags & 1 != 0,
+                            b_t: flags & 2 != 0,
+                            pad: if flags & 4 != 0 { 3 } else { 0 },
+                            acc: (m + n + k + flags) % 2 == 0,
+                        };
+                        check(cs, &mut rng);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_shapes() {
+        let mut rng = Rng(42);
+        let mut pick = Rng(7);
+        let idx =
+            |r: &mut Rng| ((r.next() + 1.0) * 0.5 * SIZES.len() as f32) as usize % SIZES.len();
+        for t in 0..60 {
+            let cs = Case {
+                m: SIZES[idx(&mut pick)],
+                n: SIZES[idx(&mut pick)],
+                k: SIZES[idx(&mut pick)],
+                a_t: t % 2 == 1,
+                b_t: t % 3 == 1,
+                pad: if t % 4 == 0 { 7 } else { 0 },
+                acc: t % 5 < 2,
+            };
+            check(cs, &mut rng);
+        }
+    }
+
+    #[test]
+    fn large_blocks_cross_boundaries() {
+        // Exceed KC, MC and NC so every blocking loop runs more than once.
+        let mut rng = Rng(3);
+        for &(m, n, k, a_t, b_t) in &[
+            (257, 3100, 300, false, false),
+            (600, 33, 600, true, false),
+            (13, 600, 257, false, true),
+            (300, 100, 600, true, true),
+        ] {
+            for acc in [false, true] {
+                check(
+                    Case {
+                        m,
+                        n,
+                        k,
+                        a_t,
+                        b_t,
+                        pad: 5,
+                        acc,
+                    },
+                    &mut rng,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn general_strides_and_k0() {
+        let mut rng = Rng(9);
+        // Non-unit strides on both dims of A and B take the scalar packing path.
+        let (m, n, k) = (13, 37, 19);
+        let a = rng.vec(m * k * 6);
+        let b = rng.vec(k * n * 6);
+        let (a_rs, a_cs, b_rs, b_cs) = (2, 2 * m, 3 * n, 2);
+        let ldc = n + 1;
+        let mut c = vec![0.5; m * ldc];
+        unsafe {
+            sgemm(
+                m,
+                n,
+                k,
+                a.as_ptr(),
+                a_rs,
+                a_cs,
+                b.as_ptr(),
+                b_rs,
+                b_cs,
+                c.as_mut_ptr(),
+                ldc,
+                true,
+            );
+        }
+        for i in 0..m {
+            for j in 0..n {
+                let mut want = 0.5f64;
+                for p in 0..k {
+                    want += a[i * a_rs + p * a_cs] as f64 * b[p * b_rs + j * b_cs] as f64;
+                }
+                assert!((c[i * ldc + j] as f64 - want).abs() < 1e-4);
+            }
+        }
+        // k == 0 without accumulate zeroes C (and leaves padding alone).
+        let mut c = vec![3.0; 4 * 6];
+        unsafe {
+            sgemm(
+                4,
+                5,
+                0,
+                a.as_ptr(),
+                1,
+                1,
+                b.as_ptr(),
+                1,
+                1,
+                c.as_mut_ptr(),
+                6,
+                false,
+            )
+        };
+        for i in 0..4 {
+            assert!(c[i * 6..i * 6 + 5].iter().all(|&x| x == 0.0));
+            assert_eq!(c[i * 6 + 5], 3.0);
+        }
+        // k == 0 with accumulate leaves C untouched.
+        let mut c = vec![3.0; 4 * 6];
+        unsafe {
+            sgemm(
+                4,
+                5,
+                0,
+                a.as_ptr(),
+                1,
+                1,
+                b.as_ptr(),
+                1,
+                1,
+                c.as_mut_ptr(),
+                6,
+                true,
+            )
+        };
+        assert!(c.iter().all(|&x| x == 3.0));
+    }
+
+    #[test]
+    fn fallback_matches() {
+        let mut rng = Rng(11);
+        for &(m, n, k, t) in &[
+            (13, 33, 17, false),
+            (31, 600, 129, true),
+            (5, 1, 300, false),
+        ] {
+            let (a_rs, a_cs) = if t { (1, m) } else { (k, 1) };
+            let (b_rs, b_cs) = if t { (1, k) } else { (n, 1) };
+            let a = rng.vec(m * k);
+            let b = rng.vec(k * n);
+            let c0 = rng.vec(m * n);
+            let mut c1 = c0.clone();
+            let mut c2 = c0.clone();
+            unsafe {
+                fallback(
+                    m,
+                    n,
+                    k,
+                    a.as_ptr(),
+                    a_rs,
+                    a_cs,
+                    b.as_ptr(),
+                    b_rs,
+                    b_cs,
+                    c1.as_mut_ptr(),
+                    n,
+                    true,
+                );
+                sgemm(
+                    m,
+                    n,
+                    k,
+                    a.as_ptr(),
+                    a_rs,
+                    a_cs,
+                    b.as_ptr(),
+                    b_rs,
+                    b_cs,
+                    c2.as_mut_ptr(),
+                    n,
+                    true,
+                );
+            }
+            for (x, y) in c1.iter().zip(&c2) {
+                assert!((x - y).abs() < 1e-3, "{x} vs {y}");
+            }
+        }
+    }
+}
