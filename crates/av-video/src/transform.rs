@@ -242,18 +242,26 @@ fn to_u8(v: f32) -> u8 {
 #[inline(always)]
 fn horizontal_pass_body(rows: &[u8], in_w: usize, xt: &[Taps], flip: bool, out: &mut [u8]) {
     let crop_w = xt.len();
-    // Each input value feeds several taps: convert the row to f32 once, as one vector loop.
-    let mut rowf = vec![0f32; in_w * 3];
+    // Only the source columns the crop's taps read: lo..hi.
+    let lo = xt.iter().map(|t| t.start).min().unwrap_or(0);
+    let hi = xt
+        .iter()
+        .map(|t| t.start + t.weights.len())
+        .max()
+        .unwrap_or(0)
+        .clamp(lo, in_w);
+    // Each input value feeds several taps: convert the span to f32 once, as one vector loop.
+    let mut rowf = vec![0f32; (hi - lo) * 3];
     for (row, out) in rows
         .chunks_exact(in_w * 3)
         .zip(out.chunks_exact_mut(crop_w * 3))
     {
-        for (d, &v) in rowf.iter_mut().zip(row) {
+        for (d, &v) in rowf.iter_mut().zip(&row[lo * 3..hi * 3]) {
             *d = f32::from(v);
         }
         for (c, taps) in xt.iter().enumerate() {
             let (mut a0, mut a1, mut a2) = (0f32, 0f32, 0f32);
-            let px = &rowf[taps.start * 3..(taps.start + taps.weights.len()) * 3];
+            let px = &rowf[(taps.start - lo) * 3..(taps.start - lo + taps.weights.len()) * 3];
             for (&w, p) in taps.weights.iter().zip(px.chunks_exact(3)) {
                 a0 += w * p[0];
                 a1 += w * p[1];

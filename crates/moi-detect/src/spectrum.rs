@@ -329,7 +329,11 @@ impl LogPsd {
         let z = &s.buf;
         (out_a[0], out_b[0]) = bin(z[0], z[0], quarter);
         // Bins 1..upper are doubled; their partners N-1, N-2, ... run backwards.
-        let upper = if n.is_multiple_of(2) { n / 2 } else { self.n_bins };
+        let upper = if n.is_multiple_of(2) {
+            n / 2
+        } else {
+            self.n_bins
+        };
         let partners = z[n + 1 - upper..].iter().rev();
         let outs = out_a[1..upper].iter_mut().zip(&mut out_b[1..upper]);
         for ((&zk, &ck), (pa, pb)) in z[1..upper].iter().zip(partners).zip(outs) {

@@ -167,12 +167,22 @@ impl Chunk {
         }
     }
 
-    /// Adds the patch gradients `cols` (K x ncols) into `dx`.
-    fn scatter<T: ConvElem>(&self, cols: &[T], s: &Sizes, dx: &mut [T]) {
+    /// Adds the patch gradients `cols` (K x ncols) into `dx` (`dx_len` elements).
+    fn scatter<T: ConvElem>(&self, cols: &[T], s: &Sizes, dx: SharedMut<T>, dx_len: usize) {
         let n = self.ncols(s);
         for i in 0..self.items {
             let off = i * self.nrows * s.wo;
-            scatter(cols, s, self.b0 + i, self.r0, self.nrows, dx, n, off);
+            scatter(
+                cols,
+                s,
+                self.b0 + i,
+                self.r0,
+                self.nrows,
+                dx,
+                dx_len,
+                n,
+                off,
+            );
         }
     }
 }
@@ -277,8 +287,15 @@ macro_rules! impl_conv_elem {
                 if m == 0 || n == 0 {
                     return;
                 }
-                debug_assert!(k == 0 || (m - 1) * a_rs + (k - 1) * a_cs < a.len());
-                debug_assert!(k == 0 || (k - 1) * b_rs + (n - 1) * b_cs < b.len());
+                // Release-mode checks: the GEMM reads through raw pointers.
+                assert!(
+                    k == 0 || (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
+                    "GEMM: A out of bounds"
+                );
+                assert!(
+                    k == 0 || (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
+                    "GEMM: B out of bounds"
+                );
                 super::gemm_dispatch::gemm_any(
                     m,
                     n,
@@ -326,6 +343,8 @@ fn gather<T: ConvElem>(
 
 /// Adds the patch gradients `cols` of output rows `r0..r0 + nrows` of batch item `b` back into
 /// `dx` (the adjoint of [`gather`]).
+/// `dx` is shared between tasks that scatter into disjoint parts of it (see `Sizes::tasks`), so
+/// it is a raw pointer: each run makes a slice of exactly the input rows it adds into.
 #[allow(clippy::too_many_arguments)]
 fn scatter<T: ConvElem>(
     cols: &[T],
@@ -333,21 +352,28 @@ fn scatter<T: ConvElem>(
     b: usize,
     r0: usize,
     nrows: usize,
-    dx: &mut [T],
+    dx: SharedMut<T>,
+    dx_len: usize,
     n: usize,
     col_off: usize,
 ) {
     for_each_run(s, b, r0, nrows, |k, r, count, src| {
         let at = k * n + col_off;
         let row = &cols[at + r * s.wo..at + (r + count) * s.wo];
-        match src {
-            None => {}
-            Some((off, _)) if count > 1 => {
-                for (d, g) in dx[off..off + count * s.w].iter_mut().zip(row) {
-                    *d += *g;
-                }
+        let Some((off, kk)) = src else {
+            return;
+        };
+        let len = if count > 1 { count * s.w } else { s.w };
+        assert!(off + len <= dx_len, "col2im out of bounds");
+        // SAFETY: in bounds (checked above); no other task writes these input rows, and no
+        // other reference to them is alive while this one is.
+        let dst = unsafe { std::slice::from_raw_parts_mut(dx.get().add(off), len) };
+        if count > 1 {
+            for (d, g) in dst.iter_mut().zip(row) {
+                *d += *g;
             }
-            Some((off, kk)) => scatter_row(row, s, kk, &mut dx[off..off + s.w]),
+        } else {
+            scatter_row(row, s, kk, dst);
         }
     });
 }
@@ -562,9 +588,6 @@ pub(crate) fn backward<T: ConvElem>(
     // One task: every chunk of it in order, accumulating into `dw`.
     let run = |task: &Vec<Chunk>, dw: &mut Vec<T>| {
         let (mut cols, mut dcols) = (Vec::new(), Vec::new());
-        // SAFETY: the tasks' scatters touch disjoint parts of dx (see `Sizes::tasks`); the
-        // slice is rebuilt per task from the shared pointer.
-        let dx = unsafe { std::slice::from_raw_parts_mut(dx_ptr.get(), dx_len) };
         for c in task {
             let n = c.ncols(s);
             let g = &dy[c.col_start(s)..];
@@ -586,7 +609,7 @@ pub(crate) fn backward<T: ConvElem>(
                 } else {
                     T::gemm(k, n, s.o, (w, 1, k), (g, p, 1), dcp.get(), n, false);
                 }
-                c.scatter(&dcols, s, dx);
+                c.scatter(&dcols, s, dx_ptr, dx_len);
             }
         }
     };
@@ -616,6 +639,8 @@ pub(crate) fn backward<T: ConvElem>(
 /// The custom op: (x (C, B, T, H, W), w (O, C, kt, kh, kw)) -> y (O, B, T', H', W').
 struct ConvCm {
     s: Sizes,
+    /// Whether the input needs a gradient (not for a network's first layer).
+    need_dx: bool,
 }
 
 fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
@@ -666,24 +691,13 @@ impl CustomOp2 for ConvCm {
         let (xs, xl) = x.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();
         let (gs, gl) = grad.storage_and_layout();
-        let s = &self.s;
         let (dx, dw) = match (&*xs, &*ws, &*gs) {
             (Storage::Cpu(xc), Storage::Cpu(wc), Storage::Cpu(gc)) => match (xc, wc, gc) {
                 (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                    let (dx, dw) =
-                        backward::<f32>(slice(xc, xl)?, slice(wc, wl)?, slice(gc, gl)?, s, true);
-                    (
-                        Tensor::from_vec(dx, x.shape(), x.device())?,
-                        Tensor::from_vec(dw, w.shape(), w.device())?,
-                    )
+                    self.grads::<f32>([(xc, xl), (wc, wl), (gc, gl)], x, w)?
                 }
                 (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                    let (dx, dw) =
-                        backward::<f64>(slice(xc, xl)?, slice(wc, wl)?, slice(gc, gl)?, s, true);
-                    (
-                        Tensor::from_vec(dx, x.shape(), x.device())?,
-                        Tensor::from_vec(dw, w.shape(), w.device())?,
-                    )
+                    self.grads::<f64>([(xc, xl), (wc, wl), (gc, gl)], x, w)?
                 }
                 _ => {
                     return Err(candle_core::Error::UnsupportedDTypeForOp(
@@ -698,7 +712,30 @@ impl CustomOp2 for ConvCm {
                 ))
             }
         };
-        Ok((Some(dx), Some(dw)))
+        Ok((dx, Some(dw)))
+    }
+}
+
+impl ConvCm {
+    /// (dx if needed, dw) from the (x, w, grad) storages, all of element type T.
+    fn grads<T: ConvElem>(
+        &self,
+        [(xc, xl), (wc, wl), (gc, gl)]: [(&CpuStorage, &Layout); 3],
+        x: &Tensor,
+        w: &Tensor,
+    ) -> Result<(Option<Tensor>, Tensor)> {
+        let (dx, dw) = backward::<T>(
+            slice(xc, xl)?,
+            slice(wc, wl)?,
+            slice(gc, gl)?,
+            &self.s,
+            self.need_dx,
+        );
+        let dx = self
+            .need_dx
+            .then(|| Tensor::from_vec(dx, x.shape(), x.device()))
+            .transpose()?;
+        Ok((dx, Tensor::from_vec(dw, w.shape(), w.device())?))
     }
 }
 
@@ -709,23 +746,27 @@ pub fn conv_cm_applies(x: &Tensor) -> bool {
 }
 
 /// Convolves a channel-major (C, B, T, H, W) tensor with a PyTorch (O, C, kt, kh, kw) weight,
-/// returning channel-major (O, B, T', H', W'); `out` is (T', H', W'), already validated.
-pub fn conv3d_cm(x: &Tensor, w: &Tensor, g: CmGeometry, out: [usize; 3]) -> Result<Tensor> {
+/// returning channel-major (O, B, T', H', W'). The weight must match the input's channels and
+/// the geometry's kernel.
+pub fn conv3d_cm(x: &Tensor, w: &Tensor, g: CmGeometry) -> Result<Tensor> {
     let (c, b, t, h, wd) = x.dims5()?;
-    let (o, _, _, _, _) = w.dims5()?;
-    let s = Sizes {
-        c,
-        b,
-        t,
-        h,
-        w: wd,
-        o,
-        to: out[0],
-        ho: out[1],
-        wo: out[2],
-        g,
-    };
-    x.contiguous()?.apply_op2(&w.contiguous()?, ConvCm { s })
+    let (o, wc, kt, kh, kw) = w.dims5()?;
+    if wc != c || [kt, kh, kw] != g.kernel || g.stride.contains(&0) {
+        return Err(candle_core::Error::Msg(format!(
+            "conv3d (channel-major): weight {:?} does not fit input {:?} and {g:?}",
+            w.dims(),
+            x.dims()
+        )));
+    }
+    let s = Sizes::new([c, b, t, h, wd], o, g).ok_or_else(|| {
+        candle_core::Error::Msg(format!(
+            "conv3d (channel-major): input {:?} is too small for {g:?}",
+            x.dims()
+        ))
+    })?;
+    let need_dx = x.track_op();
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, ConvCm { s, need_dx })
 }
 
 #[cfg(test)]
@@ -781,7 +822,8 @@ mod tests {
 
     fn run(x: &Tensor, w: &Tensor, g: CmGeometry, out: [usize; 3]) -> Result<Tensor> {
         let xc = x.permute((1, 0, 2, 3, 4))?;
-        conv3d_cm(&xc, w, g, out)?.permute((1, 0, 2, 3, 4))
+        let _ = out;
+        conv3d_cm(&xc, w, g)?.permute((1, 0, 2, 3, 4))
     }
 
     #[test]

@@ -63,8 +63,9 @@ type BatchStats = Arc<Mutex<Vec<MeanVar>>>;
 
 /// Activations of one forward pass that the backward pass reads.
 struct Saved<T> {
-    /// Per unit: input of the conv (the chain input for unit 0 is the op argument), conv output
-    /// (plus residual for the last unit), BN+ReLU output.
+    /// Per unit: conv output (plus residual for the last unit) and BN+ReLU output (all units
+    /// but the last, whose output is the op's result). Unit i's conv input is the chain input
+    /// for i = 0, else `act[i - 1]`.
     conv_out: Vec<Vec<T>>,
     act: Vec<Vec<T>>,
     /// Per unit: mean and 1/sqrt(var + eps) used to normalise.
@@ -279,11 +280,8 @@ impl FusedChain {
         if let BnMode::Train = self.mode {
             *lock(&self.stats) = batch;
         }
-        let out = if self.keep {
-            act.last().cloned().unwrap_or_default()
-        } else {
-            act.pop().unwrap_or_default()
-        };
+        // The block output is the op's result; backward reads it from there, not a copy.
+        let out = act.pop().unwrap_or_default();
         if self.keep {
             let saved = Saved {
                 conv_out,
@@ -302,6 +300,7 @@ impl FusedChain {
         &self,
         x: &[T],
         p: &[T],
+        out: &[T],
         dy: &[T],
         saved: &Saved<T>,
     ) -> (Vec<T>, Vec<T>) {
@@ -316,7 +315,11 @@ impl FusedChain {
             let (da, dgamma, dbeta) = bn_act_backward(
                 &g,
                 &saved.conv_out[i],
-                &saved.act[i],
+                if i + 1 == self.units.len() {
+                    out
+                } else {
+                    &saved.act[i]
+                },
                 &p[g0..b0],
                 &saved.mean[i],
                 &saved.invstd[i],
@@ -355,6 +358,27 @@ impl FusedChain {
 }
 
 impl FusedChain {
+    /// (dx if needed, dparams) from the (x, params, result, grad) storages of element type T.
+    fn grads<T: ChainElem>(
+        &self,
+        [(xc, xl), (pc, pl), (rc, rl), (gc, gl)]: [(&CpuStorage, &Layout); 4],
+        saved: &Saved<T>,
+        x: &Tensor,
+        p: &Tensor,
+    ) -> Result<(Option<Tensor>, Tensor)> {
+        let (dx, dp) = self.backward::<T>(
+            slice(xc, xl)?,
+            slice(pc, pl)?,
+            slice(rc, rl)?,
+            slice(gc, gl)?,
+            saved,
+        );
+        Ok((
+            self.grad_tensor(dx, x)?,
+            Tensor::from_vec(dp, p.shape(), p.device())?,
+        ))
+    }
+
     /// The input gradient as a tensor shaped like `x`, when one was computed.
     fn grad_tensor<T: candle_core::WithDType>(
         &self,
@@ -704,10 +728,11 @@ impl CustomOp2 for FusedChain {
         &self,
         x: &Tensor,
         p: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
+        let res = res.contiguous()?;
         // Borrowed, not taken: a graph may be differentiated more than once.
         let guard = lock(&self.saved);
         let saved = guard.as_ref().ok_or_else(|| {
@@ -716,28 +741,18 @@ impl CustomOp2 for FusedChain {
         let (xs, xl) = x.storage_and_layout();
         let (ps, pl) = p.storage_and_layout();
         let (gs, gl) = grad.storage_and_layout();
-        let (Storage::Cpu(xc), Storage::Cpu(pc), Storage::Cpu(gc)) = (&*xs, &*ps, &*gs) else {
+        let (rs, rl) = res.storage_and_layout();
+        let (Storage::Cpu(xc), Storage::Cpu(pc), Storage::Cpu(gc), Storage::Cpu(rc)) =
+            (&*xs, &*ps, &*gs, &*rs)
+        else {
             return Err(candle_core::Error::Msg(
                 "fused block: CPU tensors only".into(),
             ));
         };
+        let st = [(xc, xl), (pc, pl), (rc, rl), (gc, gl)];
         let (dx, dp) = match saved {
-            SavedAny::F32(sv) => {
-                let (dx, dp) =
-                    self.backward::<f32>(slice(xc, xl)?, slice(pc, pl)?, slice(gc, gl)?, sv);
-                (
-                    self.grad_tensor(dx, x)?,
-                    Tensor::from_vec(dp, p.shape(), p.device())?,
-                )
-            }
-            SavedAny::F64(sv) => {
-                let (dx, dp) =
-                    self.backward::<f64>(slice(xc, xl)?, slice(pc, pl)?, slice(gc, gl)?, sv);
-                (
-                    self.grad_tensor(dx, x)?,
-                    Tensor::from_vec(dp, p.shape(), p.device())?,
-                )
-            }
+            SavedAny::F32(sv) => self.grads::<f32>(st, sv, x, p)?,
+            SavedAny::F64(sv) => self.grads::<f64>(st, sv, x, p)?,
         };
         Ok((dx, Some(dp)))
     }
@@ -813,6 +828,46 @@ pub(crate) fn conv_bn_chain(
     if !applies || units.iter().any(|u| u.1.eps() != eps) {
         return Ok(None);
     }
+    let in_c = units[0].0.weight().dim(1)?;
+    if x.rank() != 5 || x.dim(0)? != in_c {
+        return Err(crate::error::bad_input(
+            "conv3d input",
+            format!(
+                "expected channel-major ({in_c}, B, T, H, W), got shape {:?}",
+                x.dims()
+            ),
+        ));
+    }
+    // Output sizes of every unit: BN in train mode needs more than one value per channel.
+    let mut counts = Vec::with_capacity(units.len());
+    let mut d = x.dims5()?;
+    for (conv, _, _) in units {
+        let g = conv.config();
+        let geom = CmGeometry {
+            kernel: g.kernel,
+            stride: g.stride,
+            pad: g.padding,
+        };
+        let dims = [d.0, d.1, d.2, d.3, d.4];
+        let s = Sizes::new(dims, conv.weight().dim(0)?, geom).ok_or_else(|| {
+            crate::error::bad_input(
+                "conv3d input",
+                format!("shape {dims:?} too small for {g:?}"),
+            )
+        })?;
+        let [o, b, t, h, w] = s.out_dims();
+        d = (o, b, t, h, w);
+        counts.push(b * t * h * w);
+    }
+    if train && counts.iter().any(|&n| n < 2) {
+        return Err(crate::error::bad_input(
+            "batch-norm input",
+            format!(
+                "train mode needs more than 1 value per channel, got input shape {:?}",
+                x.dims()
+            ),
+        ));
+    }
     let mut parts = Vec::with_capacity(3 * units.len() + 1);
     let mut specs = Vec::with_capacity(units.len());
     for (conv, bn, relu) in units {
@@ -862,38 +917,38 @@ pub(crate) fn conv_bn_chain(
     };
     let (y, batch) = run_chain(x, &params, specs, residual, mode, eps)?;
     if train {
-        // Every unit's BN normalised B * T' * H' * W' values per channel of its output.
-        let mut d = x.dims5()?;
-        for ((conv, bn, _), (mean, var)) in units.iter().zip(&batch) {
-            let g = conv.config();
-            let s = Sizes::new(
-                [d.0, d.1, d.2, d.3, d.4],
-                conv.weight().dim(0)?,
-                CmGeometry {
-                    kernel: g.kernel,
-                    stride: g.stride,
-                    pad: g.padding,
-                },
-            )
-            .ok_or_else(|| {
-                too_small(
-                    [d.0, d.1, d.2, d.3, d.4],
-                    CmGeometry {
-                        kernel: g.kernel,
-                        stride: g.stride,
-                        pad: g.padding,
-                    },
-                )
-            })?;
-            let [o, b, t, h, w] = s.out_dims();
-            d = (o, b, t, h, w);
-            let dev = x.device();
+        let dev = x.device();
+        for (((_, bn, _), (mean, var)), &n) in units.iter().zip(&batch).zip(&counts) {
             bn.update_running(
                 &Tensor::new(mean.as_slice(), dev)?,
                 &Tensor::new(var.as_slice(), dev)?,
-                b * t * h * w,
+                n,
             )?;
         }
     }
     Ok(Some(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, ModuleT, Tensor};
+    use candle_nn::{VarBuilder, VarMap};
+
+    use crate::{AudioCnn, AudioCnnConfig};
+
+    #[test]
+    fn one_value_per_channel_in_train_mode_is_an_error_not_nan() -> candle_core::Result<()> {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let net = AudioCnn::new(&AudioCnnConfig::default().with_width(0.125), vb)?;
+        // 16 x 16 -> 1 x 1 in the last blocks: with batch 1, BN sees one value per channel.
+        let x = Tensor::ones((1, 1, 16, 16), DType::F32, &Device::Cpu)?;
+        let err = net.forward_t(&x, true).expect_err("must refuse");
+        assert!(err.to_string().contains("more than 1 value"), "{err}");
+        // Eval mode is fine and finite.
+        let y = net.forward_t(&x, false)?;
+        let s = y.sum_all()?.to_scalar::<f32>()?;
+        assert!(s.is_finite());
+        Ok(())
+    }
 }

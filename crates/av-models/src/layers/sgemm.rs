@@ -419,8 +419,8 @@ mod avx512 {
                 let d = dst.add(p * W);
                 if W == NR {
                     // Large row strides defeat the hardware prefetcher: fetch the next panel's rows.
-                    _mm_prefetch::<_MM_HINT_T0>(s.add(NR) as *const i8);
-                    _mm_prefetch::<_MM_HINT_T0>(s.add(NR + 16) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(s.wrapping_add(NR) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(s.wrapping_add(NR + 16) as *const i8);
                 }
                 for v in 0..nv {
                     let x = _mm512_maskz_loadu_ps(masks[v], s.add(v * 16));
