@@ -9,7 +9,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use super::conv_cm::{conv3d_cm, conv_cm_applies, CmGeometry};
+use super::conv_cm::{conv3d_cm, conv_cm_applies};
 use super::ops::{conv2d_padded, out_len, pad_for_window, subsample, unfold};
 use crate::error::bad_input;
 
@@ -111,7 +111,7 @@ impl Conv3d {
     /// no layout change at all (see [`super::conv_cm`]); elsewhere this permutes around
     /// [`Module::forward`].
     pub fn forward_cm(&self, x: &Tensor) -> Result<Tensor> {
-        let (c, _, t, h, w) = x.dims5().map_err(|_| {
+        let (c, _, _, _, _) = x.dims5().map_err(|_| {
             bad_input(
                 "conv3d input",
                 format!("expected rank 5 (C, B, T, H, W), got shape {:?}", x.dims()),
@@ -122,32 +122,15 @@ impl Conv3d {
                 .forward(&x.permute((1, 0, 2, 3, 4))?)?
                 .permute((1, 0, 2, 3, 4));
         }
-        let (_, in_c, kt, kh, kw) = self.weight.dims5()?;
+        let in_c = self.weight.dim(1)?;
         if c != in_c {
             return Err(bad_input(
                 "conv3d input",
                 format!("expected {in_c} channels first, got shape {:?}", x.dims()),
             ));
         }
-        let [st, sh, sw] = self.cfg.stride;
-        let [pt, ph, pw] = self.cfg.padding;
-        let (Some(to), Some(ho), Some(wo)) = (
-            out_len(t, kt, st, pt),
-            out_len(h, kh, sh, ph),
-            out_len(w, kw, sw, pw),
-        ) else {
-            return Err(bad_input(
-                "conv3d input",
-                format!("shape {:?} too small for {:?}", x.dims(), self.cfg),
-            ));
-        };
-        let g = CmGeometry {
-            kernel: self.cfg.kernel,
-            stride: self.cfg.stride,
-            pad: self.cfg.padding,
-        };
-        debug_assert!(to * ho * wo > 0);
-        conv3d_cm(x, &self.weight, g)
+        // conv3d_cm checks the kernel against the input size.
+        conv3d_cm(x, &self.weight, self.cfg.into())
     }
 }
 

@@ -16,7 +16,11 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::bn_fused::slice;
 use super::simd::dispatch;
+
+/// Name of the op in errors.
+const OP: &str = "conv3d-channel-major";
 
 /// Geometry of a channel-major 3-D convolution, in PyTorch's (t, h, w) order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +31,16 @@ pub struct CmGeometry {
     pub stride: [usize; 3],
     /// Zero padding (pt, ph, pw) before the first element of each axis.
     pub pad: [usize; 3],
+}
+
+impl From<super::Conv3dConfig> for CmGeometry {
+    fn from(c: super::Conv3dConfig) -> Self {
+        Self {
+            kernel: c.kernel,
+            stride: c.stride,
+            pad: c.padding,
+        }
+    }
 }
 
 /// All sizes of one convolution call.
@@ -643,13 +657,6 @@ struct ConvCm {
     need_dx: bool,
 }
 
-fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("conv_cm: inputs must be contiguous".into()))?;
-    Ok(&s.as_slice::<T>()?[a..b])
-}
-
 impl CustomOp2 for ConvCm {
     fn name(&self) -> &'static str {
         "conv3d-channel-major"
@@ -665,10 +672,10 @@ impl CustomOp2 for ConvCm {
         let s = &self.s;
         let y = match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(forward::<f32>(slice(s1, l1)?, slice(s2, l2)?, s))
+                CpuStorage::F32(forward::<f32>(slice(s1, l1, OP)?, slice(s2, l2, OP)?, s))
             }
             (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(forward::<f64>(slice(s1, l1)?, slice(s2, l2)?, s))
+                CpuStorage::F64(forward::<f64>(slice(s1, l1, OP)?, slice(s2, l2, OP)?, s))
             }
             _ => {
                 return Err(candle_core::Error::UnsupportedDTypeForOp(
@@ -725,9 +732,9 @@ impl ConvCm {
         w: &Tensor,
     ) -> Result<(Option<Tensor>, Tensor)> {
         let (dx, dw) = backward::<T>(
-            slice(xc, xl)?,
-            slice(wc, wl)?,
-            slice(gc, gl)?,
+            slice(xc, xl, OP)?,
+            slice(wc, wl, OP)?,
+            slice(gc, gl, OP)?,
             &self.s,
             self.need_dx,
         );
@@ -752,17 +759,20 @@ pub fn conv3d_cm(x: &Tensor, w: &Tensor, g: CmGeometry) -> Result<Tensor> {
     let (c, b, t, h, wd) = x.dims5()?;
     let (o, wc, kt, kh, kw) = w.dims5()?;
     if wc != c || [kt, kh, kw] != g.kernel || g.stride.contains(&0) {
-        return Err(candle_core::Error::Msg(format!(
-            "conv3d (channel-major): weight {:?} does not fit input {:?} and {g:?}",
-            w.dims(),
-            x.dims()
-        )));
+        return Err(crate::error::bad_input(
+            "conv3d input",
+            format!(
+                "weight {:?} does not fit channel-major input {:?} and {g:?}",
+                w.dims(),
+                x.dims()
+            ),
+        ));
     }
     let s = Sizes::new([c, b, t, h, wd], o, g).ok_or_else(|| {
-        candle_core::Error::Msg(format!(
-            "conv3d (channel-major): input {:?} is too small for {g:?}",
-            x.dims()
-        ))
+        crate::error::bad_input(
+            "conv3d input",
+            format!("shape {:?} too small for {g:?}", x.dims()),
+        )
     })?;
     let need_dx = x.track_op();
     x.contiguous()?

@@ -17,8 +17,12 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::bn_fused::slice;
 use super::conv_cm::{self, CmGeometry, ConvElem, Sizes};
 use super::simd::dispatch;
+
+/// Name of the op in errors.
+const OP: &str = "fused block";
 use super::{BatchNorm, Conv3d};
 
 /// One conv (no bias) -> BatchNorm -> optional ReLU unit.
@@ -367,10 +371,10 @@ impl FusedChain {
         p: &Tensor,
     ) -> Result<(Option<Tensor>, Tensor)> {
         let (dx, dp) = self.backward::<T>(
-            slice(xc, xl)?,
-            slice(pc, pl)?,
-            slice(rc, rl)?,
-            slice(gc, gl)?,
+            slice(xc, xl, OP)?,
+            slice(pc, pl, OP)?,
+            slice(rc, rl, OP)?,
+            slice(gc, gl, OP)?,
             saved,
         );
         Ok((
@@ -398,13 +402,6 @@ fn too_small(d: [usize; 5], g: CmGeometry) -> candle_core::Error {
 
 fn lock<V>(m: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("fused block: inputs must be contiguous".into()))?;
-    Ok(&s.as_slice::<T>()?[a..b])
 }
 
 /// Element-type specific pieces: vectorisable f32 loops, and wrapping of saved activations.
@@ -636,61 +633,54 @@ dispatch! {
     fn sums_f32(x: &[f32], m: f64) -> (f64, f64) => k32::sums
 }
 
-impl ChainElem for f32 {
-    fn affine(src: &[Self], dst: &mut [Self], mean: f64, scale: f64, shift: f64, relu: bool) {
-        affine_f32(src, dst, mean, scale, shift, relu)
-    }
-    fn bn_grad(
-        g: &[Self],
-        x: &[Self],
-        y: &[Self],
-        dst: &mut [Self],
-        k: f64,
-        a: f64,
-        b: f64,
-        m: f64,
-        relu: bool,
-    ) {
-        bn_grad_f32(g, x, y, dst, k, a, b, m, relu)
-    }
-    fn masked_sums(g: &[Self], x: &[Self], y: &[Self], m: f64, relu: bool) -> (f64, f64) {
-        masked_sums_f32(g, x, y, m, relu)
-    }
-    fn sums(x: &[Self], m: f64) -> (f64, f64) {
-        sums_f32(x, m)
-    }
-    fn wrap(s: Saved<Self>) -> SavedAny {
-        SavedAny::F32(s)
-    }
+/// Implements [`ChainElem`] for one type from its element loops.
+macro_rules! impl_chain_elem {
+    ($t:ty, $variant:ident, $affine:path, $bn_grad:path, $masked_sums:path, $sums:path) => {
+        impl ChainElem for $t {
+            fn affine(
+                src: &[Self],
+                dst: &mut [Self],
+                mean: f64,
+                scale: f64,
+                shift: f64,
+                relu: bool,
+            ) {
+                $affine(src, dst, mean, scale, shift, relu)
+            }
+            fn bn_grad(
+                g: &[Self],
+                x: &[Self],
+                y: &[Self],
+                dst: &mut [Self],
+                k: f64,
+                a: f64,
+                b: f64,
+                m: f64,
+                relu: bool,
+            ) {
+                $bn_grad(g, x, y, dst, k, a, b, m, relu)
+            }
+            fn masked_sums(g: &[Self], x: &[Self], y: &[Self], m: f64, relu: bool) -> (f64, f64) {
+                $masked_sums(g, x, y, m, relu)
+            }
+            fn sums(x: &[Self], m: f64) -> (f64, f64) {
+                $sums(x, m)
+            }
+            fn wrap(s: Saved<Self>) -> SavedAny {
+                SavedAny::$variant(s)
+            }
+        }
+    };
 }
-
-impl ChainElem for f64 {
-    fn affine(src: &[Self], dst: &mut [Self], mean: f64, scale: f64, shift: f64, relu: bool) {
-        k64::affine(src, dst, mean, scale, shift, relu)
-    }
-    fn bn_grad(
-        g: &[Self],
-        x: &[Self],
-        y: &[Self],
-        dst: &mut [Self],
-        k: f64,
-        a: f64,
-        b: f64,
-        m: f64,
-        relu: bool,
-    ) {
-        k64::bn_grad(g, x, y, dst, k, a, b, m, relu)
-    }
-    fn masked_sums(g: &[Self], x: &[Self], y: &[Self], m: f64, relu: bool) -> (f64, f64) {
-        k64::masked_sums(g, x, y, m, relu)
-    }
-    fn sums(x: &[Self], m: f64) -> (f64, f64) {
-        k64::sums(x, m)
-    }
-    fn wrap(s: Saved<Self>) -> SavedAny {
-        SavedAny::F64(s)
-    }
-}
+impl_chain_elem!(f32, F32, affine_f32, bn_grad_f32, masked_sums_f32, sums_f32);
+impl_chain_elem!(
+    f64,
+    F64,
+    k64::affine,
+    k64::bn_grad,
+    k64::masked_sums,
+    k64::sums
+);
 
 impl CustomOp2 for FusedChain {
     fn name(&self) -> &'static str {
@@ -710,11 +700,11 @@ impl CustomOp2 for FusedChain {
             .map_err(|_| candle_core::Error::Msg("fused block: input must be rank 5".into()))?;
         match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let (y, sh) = self.forward::<f32>(slice(s1, l1)?, dims, slice(s2, l2)?)?;
+                let (y, sh) = self.forward::<f32>(slice(s1, l1, OP)?, dims, slice(s2, l2, OP)?)?;
                 Ok((CpuStorage::F32(y), sh))
             }
             (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let (y, sh) = self.forward::<f64>(slice(s1, l1)?, dims, slice(s2, l2)?)?;
+                let (y, sh) = self.forward::<f64>(slice(s1, l1, OP)?, dims, slice(s2, l2, OP)?)?;
                 Ok((CpuStorage::F64(y), sh))
             }
             _ => Err(candle_core::Error::UnsupportedDTypeForOp(
@@ -843,13 +833,8 @@ pub(crate) fn conv_bn_chain(
     let mut d = x.dims5()?;
     for (conv, _, _) in units {
         let g = conv.config();
-        let geom = CmGeometry {
-            kernel: g.kernel,
-            stride: g.stride,
-            pad: g.padding,
-        };
         let dims = [d.0, d.1, d.2, d.3, d.4];
-        let s = Sizes::new(dims, conv.weight().dim(0)?, geom).ok_or_else(|| {
+        let s = Sizes::new(dims, conv.weight().dim(0)?, g.into()).ok_or_else(|| {
             crate::error::bad_input(
                 "conv3d input",
                 format!("shape {dims:?} too small for {g:?}"),
@@ -872,15 +857,10 @@ pub(crate) fn conv_bn_chain(
     let mut specs = Vec::with_capacity(units.len());
     for (conv, bn, relu) in units {
         let (o, c, _, _, _) = conv.weight().dims5()?;
-        let cfg = conv.config();
         specs.push(UnitSpec {
             in_c: c,
             out_c: o,
-            geom: CmGeometry {
-                kernel: cfg.kernel,
-                stride: cfg.stride,
-                pad: cfg.padding,
-            },
+            geom: conv.config().into(),
             relu: *relu,
         });
         parts.push(conv.weight().flatten_all()?);
@@ -892,12 +872,7 @@ pub(crate) fn conv_bn_chain(
         Shortcut::Identity => Residual::Identity,
         Shortcut::Conv(c) => {
             parts.push(c.weight().flatten_all()?);
-            let cfg = c.config();
-            Residual::Conv(CmGeometry {
-                kernel: cfg.kernel,
-                stride: cfg.stride,
-                pad: cfg.padding,
-            })
+            Residual::Conv(c.config().into())
         }
     };
     let params = Tensor::cat(&parts, 0)?;

@@ -634,6 +634,56 @@ mod avx512 {
 mod tests {
     use super::*;
 
+    /// The signature shared by [`sgemm`] and [`fallback`].
+    type Gemm = unsafe fn(
+        usize,
+        usize,
+        usize,
+        *const f32,
+        usize,
+        usize,
+        *const f32,
+        usize,
+        usize,
+        *mut f32,
+        usize,
+        bool,
+    );
+
+    /// Calls `f` on slices after checking that every element it will touch is in bounds.
+    fn run(
+        f: Gemm,
+        (m, n, k): (usize, usize, usize),
+        (a, a_rs, a_cs): (&[f32], usize, usize),
+        (b, b_rs, b_cs): (&[f32], usize, usize),
+        c: &mut [f32],
+        ldc: usize,
+        acc: bool,
+    ) {
+        if m > 0 && n > 0 {
+            assert!(k == 0 || (m - 1) * a_rs + (k - 1) * a_cs < a.len());
+            assert!(k == 0 || (k - 1) * b_rs + (n - 1) * b_cs < b.len());
+            assert!((m - 1) * ldc + n <= c.len());
+        }
+        // SAFETY: bounds checked above; c is a distinct &mut, so it aliases neither a nor b.
+        unsafe {
+            f(
+                m,
+                n,
+                k,
+                a.as_ptr(),
+                a_rs,
+                a_cs,
+                b.as_ptr(),
+                b_rs,
+                b_cs,
+                c.as_mut_ptr(),
+                ldc,
+                acc,
+            )
+        }
+    }
+
     /// Deterministic pseudo-random values in [-1, 1) so tests need no dependencies.
     struct Rng(u64);
     impl Rng {
@@ -677,22 +727,15 @@ mod tests {
         let ldc = n + pad;
         let c0 = rng.vec(m * ldc);
         let mut c = c0.clone();
-        unsafe {
-            sgemm(
-                m,
-                n,
-                k,
-                a.as_ptr(),
-                a_rs,
-                a_cs,
-                b.as_ptr(),
-                b_rs,
-                b_cs,
-                c.as_mut_ptr(),
-                ldc,
-                acc,
-            );
-        }
+        run(
+            sgemm,
+            (m, n, k),
+            (&a, a_rs, a_cs),
+            (&b, b_rs, b_cs),
+            &mut c,
+            ldc,
+            acc,
+        );
         let tol = 1e-5 * (k.max(1) as f64).sqrt();
         for i in 0..m {
             for j in 0..ldc {
@@ -801,22 +844,15 @@ mod tests {
         let (a_rs, a_cs, b_rs, b_cs) = (2, 2 * m, 3 * n, 2);
         let ldc = n + 1;
         let mut c = vec![0.5; m * ldc];
-        unsafe {
-            sgemm(
-                m,
-                n,
-                k,
-                a.as_ptr(),
-                a_rs,
-                a_cs,
-                b.as_ptr(),
-                b_rs,
-                b_cs,
-                c.as_mut_ptr(),
-                ldc,
-                true,
-            );
-        }
+        run(
+            sgemm,
+            (m, n, k),
+            (&a, a_rs, a_cs),
+            (&b, b_rs, b_cs),
+            &mut c,
+            ldc,
+            true,
+        );
         for i in 0..m {
             for j in 0..n {
                 let mut want = 0.5f64;
@@ -828,44 +864,14 @@ mod tests {
         }
         // k == 0 without accumulate zeroes C (and leaves padding alone).
         let mut c = vec![3.0; 4 * 6];
-        unsafe {
-            sgemm(
-                4,
-                5,
-                0,
-                a.as_ptr(),
-                1,
-                1,
-                b.as_ptr(),
-                1,
-                1,
-                c.as_mut_ptr(),
-                6,
-                false,
-            )
-        };
+        run(sgemm, (4, 5, 0), (&a, 1, 1), (&b, 1, 1), &mut c, 6, false);
         for i in 0..4 {
             assert!(c[i * 6..i * 6 + 5].iter().all(|&x| x == 0.0));
             assert_eq!(c[i * 6 + 5], 3.0);
         }
         // k == 0 with accumulate leaves C untouched.
         let mut c = vec![3.0; 4 * 6];
-        unsafe {
-            sgemm(
-                4,
-                5,
-                0,
-                a.as_ptr(),
-                1,
-                1,
-                b.as_ptr(),
-                1,
-                1,
-                c.as_mut_ptr(),
-                6,
-                true,
-            )
-        };
+        run(sgemm, (4, 5, 0), (&a, 1, 1), (&b, 1, 1), &mut c, 6, true);
         assert!(c.iter().all(|&x| x == 3.0));
     }
 
@@ -884,36 +890,24 @@ mod tests {
             let c0 = rng.vec(m * n);
             let mut c1 = c0.clone();
             let mut c2 = c0.clone();
-            unsafe {
-                fallback(
-                    m,
-                    n,
-                    k,
-                    a.as_ptr(),
-                    a_rs,
-                    a_cs,
-                    b.as_ptr(),
-                    b_rs,
-                    b_cs,
-                    c1.as_mut_ptr(),
-                    n,
-                    true,
-                );
-                sgemm(
-                    m,
-                    n,
-                    k,
-                    a.as_ptr(),
-                    a_rs,
-                    a_cs,
-                    b.as_ptr(),
-                    b_rs,
-                    b_cs,
-                    c2.as_mut_ptr(),
-                    n,
-                    true,
-                );
-            }
+            run(
+                fallback,
+                (m, n, k),
+                (&a, a_rs, a_cs),
+                (&b, b_rs, b_cs),
+                &mut c1,
+                n,
+                true,
+            );
+            run(
+                sgemm,
+                (m, n, k),
+                (&a, a_rs, a_cs),
+                (&b, b_rs, b_cs),
+                &mut c2,
+                n,
+                true,
+            );
             for (x, y) in c1.iter().zip(&c2) {
                 assert!((x - y).abs() < 1e-3, "{x} vs {y}");
             }

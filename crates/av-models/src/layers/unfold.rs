@@ -13,6 +13,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::bn_fused::slice;
+
 /// Window geometry of one unfold: kernel, stride, leading padding and output size per axis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnfoldGeometry {
@@ -175,17 +177,6 @@ fn col2im_planes<T: Copy + Default + Send + Sync + std::ops::AddAssign>(
     out
 }
 
-fn contiguous<'a, T: candle_core::WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> Result<&'a [T]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("{what}: input must be contiguous")))?;
-    Ok(&s.as_slice::<T>()?[a..b])
-}
-
 impl CustomOp1 for Im2col {
     fn name(&self) -> &'static str {
         "im2col"
@@ -202,12 +193,12 @@ impl CustomOp1 for Im2col {
         };
         let out = match s {
             CpuStorage::F32(_) => CpuStorage::F32(im2col_planes(
-                contiguous::<f32>(s, l, "im2col")?,
+                slice::<f32>(s, l, "im2col")?,
                 &self.g,
                 self.dims,
             )),
             CpuStorage::F64(_) => CpuStorage::F64(im2col_planes(
-                contiguous::<f64>(s, l, "im2col")?,
+                slice::<f64>(s, l, "im2col")?,
                 &self.g,
                 self.dims,
             )),
@@ -240,12 +231,12 @@ impl CustomOp1 for Col2im {
         let (n, c, h, w) = self.dims;
         let out = match s {
             CpuStorage::F32(_) => CpuStorage::F32(col2im_planes(
-                contiguous::<f32>(s, l, "col2im")?,
+                slice::<f32>(s, l, "col2im")?,
                 &self.g,
                 self.dims,
             )),
             CpuStorage::F64(_) => CpuStorage::F64(col2im_planes(
-                contiguous::<f64>(s, l, "col2im")?,
+                slice::<f64>(s, l, "col2im")?,
                 &self.g,
                 self.dims,
             )),
