@@ -21,6 +21,7 @@
 //! # Ok::<(), av_video::VideoError>(())
 //! ```
 
+pub mod bench_media;
 mod error;
 #[cfg(feature = "ffmpeg")]
 mod ffmpeg;
