@@ -32,7 +32,11 @@ pub fn zeroed_f64(n: usize) -> Vec<f64> {
 /// glibc returns such blocks to the kernel (`munmap`, heap trimming), and the next sample pays
 /// a page fault plus a zero-fill for every 4 KiB it touches again: a fifth of the RepLAI
 /// sample time on MP4 sources (docs/performance/video.md). Raising the mmap and trim
-/// thresholds keeps them for reuse. Process-wide, so binaries call it once at start-up
+/// thresholds keeps them for reuse. Blocks above glibc's largest mmap threshold (32 MiB, e.g.
+/// a batch of video activations) would still be mapped and unmapped per step, and every page
+/// of them faulted in again, with a cross-core TLB flush on the first write after a read: that
+/// was 15 % of an encoder training step. So mmap is switched off for allocations altogether
+/// (glibc still falls back to it if the heap cannot grow). Process-wide, so binaries call it once at start-up
 /// (libraries never do); the resident set then stays at its high-water mark. Setting
 /// `REPLAI_RETURN_MEMORY=1` in the environment skips it. Returns whether it took effect
 /// (glibc on Linux only).
@@ -52,6 +56,7 @@ fn keep_freed_memory_impl() -> bool {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
             && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+            && libc::mallopt(libc::M_MMAP_MAX, 0) == 1
     }
 }
 

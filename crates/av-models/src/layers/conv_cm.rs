@@ -632,20 +632,27 @@ pub(crate) fn backward<T: ConvElem>(
         tasks.iter().for_each(|t| run(t, &mut dw));
         dw
     } else {
-        tasks
-            .par_iter()
-            .fold(
-                || vec![T::default(); s.o * k],
-                |mut dw, t| {
-                    run(t, &mut dw);
-                    dw
-                },
-            )
-            .reduce_with(|mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
-                a
+        // One fixed group of consecutive tasks per thread, summed in group order: the weight
+        // gradient is then bit-reproducible for a given thread count (a work-stealing fold
+        // would group, and so round, differently from run to run).
+        let groups = rayon::current_num_threads().clamp(1, tasks.len().max(1));
+        let per = tasks.len().div_ceil(groups).max(1);
+        let partial: Vec<Vec<T>> = tasks
+            .par_chunks(per)
+            .map(|group| {
+                let mut dw = vec![T::default(); s.o * k];
+                group.iter().for_each(|t| run(t, &mut dw));
+                dw
             })
-            .unwrap_or_else(|| vec![T::default(); s.o * k])
+            .collect();
+        let mut partial = partial.into_iter();
+        let mut dw = partial
+            .next()
+            .unwrap_or_else(|| vec![T::default(); s.o * k]);
+        for b in partial {
+            dw.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
+        }
+        dw
     };
     (dx, dw)
 }
@@ -886,6 +893,44 @@ mod tests {
                 (lhs_w - rhs_w).abs() < 1e-9 * lhs_w.abs().max(1.0),
                 "{kernel:?}: dw"
             );
+        }
+        Ok(())
+    }
+
+    /// The weight gradient sums per-task partials; the sum must not depend on which worker
+    /// happened to pick up which task, or seeded training runs would differ.
+    #[test]
+    fn gradients_are_bit_reproducible() -> Result<()> {
+        let dev = Device::Cpu;
+        let g = CmGeometry {
+            kernel: [1, 3, 3],
+            stride: [1, 1, 1],
+            pad: [0, 1, 1],
+        };
+        let x = Tensor::randn(0f32, 1.0, (16, 8, 2, 30, 30), &dev)?;
+        let w = Tensor::randn(0f32, 1.0, (12, 8, 1, 3, 3), &dev)?;
+        let r = Tensor::randn(0f32, 1.0, (16, 12, 2, 30, 30), &dev)?;
+        let grads = || -> Result<(Vec<f32>, Vec<f32>)> {
+            let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?);
+            let y = run(xv.as_tensor(), wv.as_tensor(), g, [2, 30, 30])?;
+            let gr = (y * &r)?.sum_all()?.backward()?;
+            let flat = |t: &Var| -> Result<Vec<f32>> {
+                gr.get(t.as_tensor())
+                    .expect("gradient")
+                    .flatten_all()?
+                    .to_vec1()
+            };
+            Ok((flat(&xv)?, flat(&wv)?))
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let first = pool.install(grads)?;
+        for _ in 0..4 {
+            let again = pool.install(grads)?;
+            assert!(first.0 == again.0, "input gradient changed between runs");
+            assert!(first.1 == again.1, "weight gradient changed between runs");
         }
         Ok(())
     }

@@ -311,7 +311,8 @@ impl FusedChain {
         let (offs, res_off) = param_offsets(&self.units, &saved.sizes);
         let mut dp = vec![T::default(); p.len()];
         let train = matches!(self.mode, BnMode::Train);
-        let mut g = dy.to_vec();
+        // The incoming gradient is read in place; each unit's input gradient replaces it.
+        let mut g: std::borrow::Cow<'_, [T]> = std::borrow::Cow::Borrowed(dy);
         let mut dx_res: Option<Vec<T>> = None;
         for i in (0..self.units.len()).rev() {
             let u = &self.units[i];
@@ -334,7 +335,7 @@ impl FusedChain {
             dp[b0..b0 + u.out_c].copy_from_slice(&dbeta);
             if i + 1 == self.units.len() {
                 match (self.residual, saved.res_sizes) {
-                    (Residual::Identity, _) if self.need_dx => dx_res = Some(da.clone()),
+                    // Identity: `da` itself is the shortcut's gradient (moved below).
                     (Residual::Conv(_), Some(rs)) => {
                         let w = &p[res_off..res_off + rs.weight_len()];
                         let (dxr, dw) = conv_cm::backward(x, w, &da, &rs, self.need_dx);
@@ -350,8 +351,13 @@ impl FusedChain {
             let need = i > 0 || self.need_dx;
             let (dinput, dw) = conv_cm::backward(input, &p[w0..g0], &da, &saved.sizes[i], need);
             dp[w0..g0].copy_from_slice(&dw);
-            g = dinput;
+            let identity = matches!(self.residual, Residual::Identity);
+            if i + 1 == self.units.len() && identity && self.need_dx {
+                dx_res = Some(da);
+            }
+            g = std::borrow::Cow::Owned(dinput);
         }
+        let mut g = g.into_owned();
         if let Some(r) = dx_res {
             g.par_iter_mut()
                 .zip(r.par_iter())
