@@ -333,18 +333,15 @@ impl FusedChain {
             );
             dp[g0..b0].copy_from_slice(&dgamma);
             dp[b0..b0 + u.out_c].copy_from_slice(&dbeta);
-            if i + 1 == self.units.len() {
-                match (self.residual, saved.res_sizes) {
-                    // Identity: `da` itself is the shortcut's gradient (moved below).
-                    (Residual::Conv(_), Some(rs)) => {
-                        let w = &p[res_off..res_off + rs.weight_len()];
-                        let (dxr, dw) = conv_cm::backward(x, w, &da, &rs, self.need_dx);
-                        dp[res_off..res_off + rs.weight_len()].copy_from_slice(&dw);
-                        if self.need_dx {
-                            dx_res = Some(dxr);
-                        }
-                    }
-                    _ => {}
+            // A conv shortcut's gradients (an identity shortcut's is `da` itself, moved below).
+            if let (true, Residual::Conv(_), Some(rs)) =
+                (i + 1 == self.units.len(), self.residual, saved.res_sizes)
+            {
+                let w = &p[res_off..res_off + rs.weight_len()];
+                let (dxr, dw) = conv_cm::backward(x, w, &da, &rs, self.need_dx);
+                dp[res_off..res_off + rs.weight_len()].copy_from_slice(&dw);
+                if self.need_dx {
+                    dx_res = Some(dxr);
                 }
             }
             let input = if i == 0 { x } else { &saved.act[i - 1] };
