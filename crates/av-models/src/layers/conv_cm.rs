@@ -173,32 +173,70 @@ impl Chunk {
     }
 
     /// Fills `cols` (K x ncols) with the chunk's patches.
-    fn gather<T: ConvElem>(&self, x: &[T], s: &Sizes, cols: &mut [T]) {
+    /// With `parallel`, channel groups are gathered on all threads (their patch rows are
+    /// disjoint); the caller asks for it when chunks are too few to keep the threads busy.
+    fn gather<T: ConvElem>(&self, x: &[T], s: &Sizes, cols: &mut [T], parallel: bool) {
         let n = self.ncols(s);
-        for i in 0..self.items {
-            let off = i * self.nrows * s.wo;
-            gather(x, s, self.b0 + i, self.r0, self.nrows, cols, n, off);
+        let run = |chans: std::ops::Range<usize>, cols: &mut [T]| {
+            for i in 0..self.items {
+                let off = i * self.nrows * s.wo;
+                let rows = (self.r0, self.nrows);
+                gather(x, s, self.b0 + i, rows, chans.clone(), cols, n, off);
+            }
+        };
+        if !parallel {
+            return run(0..s.c, cols);
         }
+        let per = channels_per_group(s);
+        let rows_per_channel = s.k() / s.c.max(1) * n;
+        cols[..s.k() * n]
+            .par_chunks_mut(per * rows_per_channel)
+            .enumerate()
+            .for_each(|(g, cols)| run(g * per..((g + 1) * per).min(s.c), cols));
     }
 
-    /// Adds the patch gradients `cols` (K x ncols) into `dx` (`dx_len` elements).
-    fn scatter<T: ConvElem>(&self, cols: &[T], s: &Sizes, dx: SharedMut<T>, dx_len: usize) {
+    /// Adds the patch gradients `cols` (K x ncols) into `dx` (`dx_len` elements); with
+    /// `parallel`, channel groups on all threads (each writes only its channels' part of `dx`).
+    fn scatter<T: ConvElem>(
+        &self,
+        cols: &[T],
+        s: &Sizes,
+        (dx, dx_len): (SharedMut<T>, usize),
+        parallel: bool,
+    ) {
         let n = self.ncols(s);
-        for i in 0..self.items {
-            let off = i * self.nrows * s.wo;
-            scatter(
-                cols,
-                s,
-                self.b0 + i,
-                self.r0,
-                self.nrows,
-                dx,
-                dx_len,
-                n,
-                off,
-            );
+        let run = |chans: std::ops::Range<usize>, cols: &[T]| {
+            for i in 0..self.items {
+                let off = i * self.nrows * s.wo;
+                let rows = (self.r0, self.nrows);
+                scatter(
+                    cols,
+                    s,
+                    self.b0 + i,
+                    rows,
+                    chans.clone(),
+                    dx,
+                    dx_len,
+                    n,
+                    off,
+                );
+            }
+        };
+        if !parallel {
+            return run(0..s.c, cols);
         }
+        let per = channels_per_group(s);
+        let rows_per_channel = s.k() / s.c.max(1) * n;
+        cols[..s.k() * n]
+            .par_chunks(per * rows_per_channel)
+            .enumerate()
+            .for_each(|(g, cols)| run(g * per..((g + 1) * per).min(s.c), cols));
     }
+}
+
+/// Input channels per parallel gather/scatter group: a few groups per thread for balance.
+fn channels_per_group(s: &Sizes) -> usize {
+    s.c.div_ceil(4 * rayon::current_num_threads().max(1)).max(1)
 }
 
 /// An element type the op supports: f32 and f64, each with a GEMM.
@@ -338,13 +376,13 @@ fn gather<T: ConvElem>(
     x: &[T],
     s: &Sizes,
     b: usize,
-    r0: usize,
-    nrows: usize,
+    rows: (usize, usize),
+    chans: std::ops::Range<usize>,
     cols: &mut [T],
     n: usize,
     col_off: usize,
 ) {
-    for_each_run(s, b, r0, nrows, |k, r, count, src| {
+    for_each_run(s, b, rows, chans, |k, r, count, src| {
         let at = k * n + col_off;
         let dst = &mut cols[at + r * s.wo..at + (r + count) * s.wo];
         match src {
@@ -364,14 +402,14 @@ fn scatter<T: ConvElem>(
     cols: &[T],
     s: &Sizes,
     b: usize,
-    r0: usize,
-    nrows: usize,
+    rows: (usize, usize),
+    chans: std::ops::Range<usize>,
     dx: SharedMut<T>,
     dx_len: usize,
     n: usize,
     col_off: usize,
 ) {
-    for_each_run(s, b, r0, nrows, |k, r, count, src| {
+    for_each_run(s, b, rows, chans, |k, r, count, src| {
         let at = k * n + col_off;
         let row = &cols[at + r * s.wo..at + (r + count) * s.wo];
         let Some((off, kk)) = src else {
@@ -393,7 +431,7 @@ fn scatter<T: ConvElem>(
 }
 
 /// Calls `f(k, r, count, src)` for runs of output rows `r..r + count` (relative to `r0`) of
-/// batch item `b` and patch row k. `src` is the input offset of the first row (length W) the
+/// batch item `b` and patch row k (counted from the first patch row of channel `chans.start`). `src` is the input offset of the first row (length W) the
 /// taps read and the tap's column offset kw, or `None` for rows in the T/H padding. Rows are
 /// merged into one run only when they are all padding, or when each copies a whole input row
 /// and the input rows are consecutive (1x1 spatial taps), so a run is one memcpy. Gather and
@@ -402,8 +440,8 @@ fn scatter<T: ConvElem>(
 fn for_each_run(
     s: &Sizes,
     b: usize,
-    r0: usize,
-    nrows: usize,
+    (r0, nrows): (usize, usize),
+    chans: std::ops::Range<usize>,
     mut f: impl FnMut(usize, usize, usize, Option<(usize, usize)>),
 ) {
     let [kt, kh, kw] = s.g.kernel;
@@ -429,7 +467,7 @@ fn for_each_run(
     let channel = s.b * s.t * s.h * s.w;
     let whole_row = |kk: usize| sw == 1 && s.wo == s.w && valid_cols(s, kk) == (0, s.wo);
     let mut k = 0;
-    for ch in 0..s.c {
+    for ch in chans {
         for tap in 0..taps {
             for kk in 0..kw {
                 let merge = whole_row(kk);
@@ -558,13 +596,16 @@ fn few(chunks: usize) -> bool {
 /// y (O, B*T'*H'*W') = W (O, K) x patches.
 pub(crate) fn forward<T: ConvElem>(x: &[T], w: &[T], s: &Sizes) -> Vec<T> {
     let (k, p) = (s.k(), s.cols());
-    let mut y = vec![T::default(); s.o * p];
+    // No zero-fill: the GEMMs below overwrite every element (the chunks cover all P columns
+    // and each GEMM writes all O rows of its columns); the length is set once they have.
+    let mut y: Vec<T> = Vec::with_capacity(s.o * p);
     let out = SharedMut(y.as_mut_ptr());
     let chunks: Vec<Chunk> = s.tasks().into_iter().flatten().collect();
+    debug_assert_eq!(chunks.iter().map(|c| c.ncols(s)).sum::<usize>(), p);
     let run = |cols: &mut Vec<T>, c: &Chunk, split: bool| {
         let n = c.ncols(s);
         cols.resize(k * n, T::default());
-        c.gather(x, s, cols);
+        c.gather(x, s, cols, split);
         // SAFETY: columns col_start.. + n of every output row belong to this chunk only, and
         // lie inside the O x P buffer.
         let dst = SharedMut(unsafe { out.get().add(c.col_start(s)) });
@@ -582,6 +623,9 @@ pub(crate) fn forward<T: ConvElem>(x: &[T], w: &[T], s: &Sizes) -> Vec<T> {
             .par_iter()
             .for_each_init(Vec::new, |cols, c| run(cols, c, false));
     }
+    // SAFETY: all `O * P` elements were written by the GEMMs above (see the comment at the
+    // allocation); the capacity is exactly that.
+    unsafe { y.set_len(s.o * p) };
     y
 }
 
@@ -606,7 +650,7 @@ pub(crate) fn backward<T: ConvElem>(
             let n = c.ncols(s);
             let g = &dy[c.col_start(s)..];
             cols.resize(k * n, T::default());
-            c.gather(x, s, &mut cols);
+            c.gather(x, s, &mut cols, split);
             // dW += dY_chunk (O x n, row stride P) x cols^T (n x K).
             let dwp = SharedMut(dw.as_mut_ptr());
             if split {
@@ -623,7 +667,7 @@ pub(crate) fn backward<T: ConvElem>(
                 } else {
                     T::gemm(k, n, s.o, (w, 1, k), (g, p, 1), dcp.get(), n, false);
                 }
-                c.scatter(&dcols, s, dx_ptr, dx_len);
+                c.scatter(&dcols, s, (dx_ptr, dx_len), split);
             }
         }
     };
