@@ -10,7 +10,11 @@ reference's sinc) and compute the 125x80 log-mel with numpy. Everything the Rust
 exactly (sinc resampling, PIL-style antialiased resize) is done more cheaply here, so the
 comparison favours PyAV.
 
-usage: pyav_reference.py FILE.mp4 [N_SAMPLES]   (moments: uniform in [0.6, D - 0.6], seeded)
+usage: pyav_reference.py FILE.mp4 [N_SAMPLES] [--moments T1,T2,...]
+
+Moments: drawn (seeded) from --moments when given (the criterion bench prints the moments it
+samples from, so both sides decode from the same keyframe distances), else uniform in
+[0.6, D - 0.6].
 """
 import random
 import sys
@@ -114,16 +118,23 @@ def sample(path, t, rng):
 
 
 def main():
-    path = sys.argv[1]
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+    args = sys.argv[1:]
+    moments = None
+    if "--moments" in args:
+        i = args.index("--moments")
+        moments = [float(v) for v in args[i + 1].split(",")]
+        del args[i:i + 2]
+    path = args[0]
+    n = int(args[1]) if len(args) > 1 else 200
     with av.open(path) as c:
         d = float(c.streams.video[0].duration * c.streams.video[0].time_base)
     rng = random.Random(0)
+    pick = (lambda: rng.choice(moments)) if moments else (lambda: rng.uniform(0.6, d - 0.6))
     for _ in range(5):  # warm-up
-        sample(path, rng.uniform(0.6, d - 0.6), rng)
+        sample(path, pick(), rng)
     t = time.perf_counter()
     for _ in range(n):
-        b, a, au = sample(path, rng.uniform(0.6, d - 0.6), rng)
+        b, a, au = sample(path, pick(), rng)
     dt = time.perf_counter() - t
     assert b.shape == (3, 8, 112, 112) and au.shape == (1, 125, 80)
     print(f"{path}: {n / dt:.1f} samples/s ({1000 * dt / n:.1f} ms/sample), PyAV {av.__version__}")

@@ -22,6 +22,10 @@ fn bench_source(c: &mut Criterion, name: &str, path: &Path) {
         sampler.moments(src.as_mut()).expect("moments")
     };
     assert!(!moments.is_empty(), "{name}: no moments in the bench media");
+    // The PyAV script takes the same moments (`--moments`), so both sides decode from the
+    // same keyframe distances: at GOP 250 these dominate the cost of a sample.
+    let times: Vec<String> = moments.iter().map(|m| format!("{:.3}", m.time_s)).collect();
+    eprintln!("{name}: moments (s) {}", times.join(","));
     let mut group = c.benchmark_group("replai_sample");
     group.throughput(Throughput::Elements(1));
     let mut seed = 0u64;
@@ -43,13 +47,12 @@ fn benches(c: &mut Criterion) {
     let kept = av_audio::mem::keep_freed_memory();
     eprintln!("freed memory kept for reuse: {kept}");
     let media = bench_media::BenchMedia::ensure().expect("bench media");
-    let (gop30, gop250, folder) = (&media.gop30, &media.gop250, &media.frames16);
     #[cfg(feature = "ffmpeg")]
     {
-        bench_source(c, "mp4_gop30", gop30);
-        bench_source(c, "mp4_gop250", gop250);
+        bench_source(c, "mp4_gop30", &media.gop30);
+        bench_source(c, "mp4_gop250", &media.gop250);
     }
-    bench_source(c, "frame_folder", folder);
+    bench_source(c, "frame_folder", &media.frames16);
 }
 
 criterion_group!(sampler_benches, benches);
