@@ -1,5 +1,6 @@
-//! Spatial clip transforms: short-side scale (antialiased bilinear, as PIL), random/centre crop,
-//! horizontal flip, and conversion to a normalised `(C, T, H, W)` float tensor.
+//! Spatial clip transforms: short-side scale (Pillow's BILINEAR or NEAREST, byte for byte),
+//! random/centre crop, horizontal flip, and conversion to a normalised `(C, T, H, W)` float
+//! tensor.
 //!
 //! The resize is separable and computes only the output rows and columns that survive the crop,
 //! so a 640x480 frame scaled to ~171x128 and cropped to 112x112 costs one 112-column horizontal
@@ -180,68 +181,96 @@ impl SpatialParams {
     }
 }
 
-/// Filter taps of one output sample: first input index and normalised weights.
+/// Fractional bits of Pillow's fixed-point filter weights (`PRECISION_BITS`: 32 - 8 - 2).
+const PRECISION_BITS: u32 = 22;
+
+/// Filter taps of one output sample: first input index and fixed-point weights (sum about
+/// `1 << PRECISION_BITS`).
 #[derive(Debug, Clone)]
 struct Taps {
     start: usize,
-    weights: Vec<f32>,
+    weights: Vec<i32>,
 }
 
-/// PIL-style antialiased bilinear taps: a triangle filter widened by the downscale factor.
+/// Pillow's rounding of a normalised weight to fixed point (`normalize_coeffs_8bpc`).
+fn to_fixed(w: f64) -> i32 {
+    let scaled = w * f64::from(1u32 << PRECISION_BITS);
+    if w < 0.0 {
+        (scaled - 0.5) as i32
+    } else {
+        (scaled + 0.5) as i32
+    }
+}
+
+/// Pillow's antialiased bilinear taps (`precompute_coeffs` with the triangle filter, widened by
+/// the downscale factor), computed in f64 with Pillow's operation order so the fixed-point
+/// weights come out identical.
 fn bilinear_taps(in_len: usize, out_len: usize, out_range: std::ops::Range<usize>) -> Vec<Taps> {
     let scale = in_len as f64 / out_len as f64;
     let fscale = scale.max(1.0);
     let support = fscale;
+    let ss = 1.0 / fscale;
     out_range
         .map(|i| {
             let center = (i as f64 + 0.5) * scale;
-            let lo = ((center - support + 0.5).floor().max(0.0)) as usize;
-            let hi = ((center + support + 0.5).floor() as usize)
-                .min(in_len)
-                .max(lo + 1);
-            let mut w: Vec<f64> = (lo..hi)
+            // C's `(int)` truncation; negative values clamp to 0 either way.
+            let lo = ((center - support + 0.5).max(0.0)) as usize;
+            let hi = ((center + support + 0.5) as usize).min(in_len).max(lo + 1);
+            let w: Vec<f64> = (lo..hi)
                 .map(|j| {
-                    let x = ((j as f64 + 0.5 - center) / fscale).abs();
-                    (1.0 - x).max(0.0)
+                    let x = ((j as f64 - center + 0.5) * ss).abs();
+                    if x < 1.0 {
+                        1.0 - x
+                    } else {
+                        0.0
+                    }
                 })
                 .collect();
             let sum: f64 = w.iter().sum();
-            if sum > 0.0 {
-                w.iter_mut().for_each(|v| *v /= sum);
-            } else {
-                // Degenerate (cannot happen for in_len >= 1): fall back to nearest.
-                w.iter_mut().for_each(|v| *v = 0.0);
-                w[0] = 1.0;
-            }
+            // A zero sum cannot happen for in_len >= 1; Pillow then leaves the weights as they are.
+            let norm = if sum != 0.0 { sum } else { 1.0 };
             Taps {
                 start: lo,
-                weights: w.into_iter().map(|v| v as f32).collect(),
+                weights: w.iter().map(|v| to_fixed(v / norm)).collect(),
             }
         })
         .collect()
 }
 
-/// PIL NEAREST source index for each output index.
+/// Pillow's NEAREST source index for each output index (`ImagingScaleAffine`): the source
+/// position starts at half a step and is advanced by repeated addition of the step, in f64, so
+/// it is accumulated the same way here (a direct `(i + 0.5) * step` rounds differently near
+/// integers).
 fn nearest_taps(in_len: usize, out_len: usize, out_range: std::ops::Range<usize>) -> Vec<Taps> {
-    let scale = in_len as f64 / out_len as f64;
-    out_range
-        .map(|i| Taps {
-            start: (((i as f64 + 0.5) * scale) as usize).min(in_len - 1),
-            weights: vec![1.0],
-        })
-        .collect()
+    let step = in_len as f64 / out_len as f64;
+    let mut pos = step * 0.5;
+    let mut taps = Vec::with_capacity(out_range.len());
+    for i in 0..out_range.end {
+        if i >= out_range.start {
+            taps.push(Taps {
+                start: (pos.max(0.0) as usize).min(in_len - 1),
+                weights: vec![1 << PRECISION_BITS],
+            });
+        }
+        pos += step;
+    }
+    taps
 }
 
+/// The initial value of every fixed-point sum: one half, so the final shift rounds.
+const HALF: i32 = 1 << (PRECISION_BITS - 1);
+
+/// Pillow's `clip8`: the integer part of a fixed-point sum, clamped to a byte.
 #[inline(always)]
-fn to_u8(v: f32) -> u8 {
-    (v + 0.5).clamp(0.0, 255.0) as u8
+fn clip8(sum: i32) -> u8 {
+    (sum >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
 /// Horizontal taps of every output column padded with zero weights to one length `k` and laid
 /// out tap-major, so the pass runs as vector loops across output columns.
 ///
-/// A padded tap adds `0 * p = +0` to a running sum, which leaves it unchanged, so the result is
-/// bit-identical to summing each column's own taps in order.
+/// A padded tap adds `0 * p = 0` to a running sum, so the result is identical to summing each
+/// column's own taps.
 #[derive(Debug, Clone)]
 struct ColumnTaps {
     /// Output columns (the crop width).
@@ -254,8 +283,8 @@ struct ColumnTaps {
     hi: usize,
     /// `k * n` offsets of the tap's pixel in the `lo..hi` span, times 3 (interleaved RGB).
     idx: Vec<u32>,
-    /// `k * n` weights, zero for padding.
-    w: Vec<f32>,
+    /// `k * n` fixed-point weights, zero for padding.
+    w: Vec<i32>,
 }
 
 impl ColumnTaps {
@@ -270,13 +299,13 @@ impl ColumnTaps {
             .clamp(lo, in_w);
         let k = xt.iter().map(|t| t.weights.len()).max().unwrap_or(0);
         let mut idx = vec![0u32; k * n];
-        let mut w = vec![0f32; k * n];
+        let mut w = vec![0i32; k * n];
         for (c, t) in xt.iter().enumerate() {
             for j in 0..k {
                 // Padding reads a valid pixel (the column's last tap) with weight zero.
                 let src = (t.start + j.min(t.weights.len() - 1)).clamp(lo, hi.max(lo + 1) - 1);
                 idx[j * n + c] = ((src - lo) * 3) as u32;
-                w[j * n + c] = t.weights.get(j).copied().unwrap_or(0.0);
+                w[j * n + c] = t.weights.get(j).copied().unwrap_or(0);
             }
         }
         Self {
@@ -292,85 +321,86 @@ impl ColumnTaps {
 
 /// Horizontal resampling of whole RGB rows (`in_w` interleaved pixels each) into `out`, one
 /// planar row per input row: `crop_w` red values, then green, then blue (mirrored with `flip`).
-/// Planar rows let the vector path store 16 finished bytes at once.
+/// Pillow's fixed-point arithmetic: `HALF + sum(p * w)`, then [`clip8`]. Planar rows let the
+/// vector path store 16 finished bytes at once.
 #[inline(always)]
 fn horizontal_pass_body(rows: &[u8], in_w: usize, ct: &ColumnTaps, flip: bool, out: &mut [u8]) {
     let n = ct.n;
     if n == 0 || ct.hi <= ct.lo {
         return;
     }
-    // Each input value feeds several taps: convert the span to f32 once, as one vector loop.
-    let mut rowf = vec![0f32; (ct.hi - ct.lo) * 3];
-    let last = rowf.len() - 1;
+    // Each input value feeds several taps: widen the span to i32 once, as one vector loop.
+    let mut rowi = vec![0i32; (ct.hi - ct.lo) * 3];
+    let last = rowi.len() - 1;
     for (row, out) in rows.chunks_exact(in_w * 3).zip(out.chunks_exact_mut(n * 3)) {
-        for (d, &v) in rowf.iter_mut().zip(&row[ct.lo * 3..ct.hi * 3]) {
-            *d = f32::from(v);
+        for (d, &v) in rowi.iter_mut().zip(&row[ct.lo * 3..ct.hi * 3]) {
+            *d = i32::from(v);
         }
         #[allow(unused_mut)]
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
         if av_audio::simd::has_avx512() {
             // SAFETY: the CPU has AVX-512F; `ColumnTaps::new` keeps every index + 2 inside
-            // `rowf` (checked again in debug builds inside); `out` holds `3 n` bytes.
-            done = unsafe { row_avx512(&rowf, ct, flip, out) };
+            // `rowi` (checked again in debug builds inside); `out` holds `3 n` bytes.
+            done = unsafe { row_avx512(&rowi, ct, flip, out) };
         }
         // The columns the vector loop left (none when the crop is a multiple of 16).
         for c in done..n {
-            let mut a = [0f32; 3];
+            let mut a = [HALF; 3];
             for j in 0..ct.k {
                 let (w, i) = (ct.w[j * n + c], ct.idx[j * n + c] as usize);
                 // The `min` is free (indices are in range by construction).
                 for (ch, a) in a.iter_mut().enumerate() {
-                    *a += w * rowf[(i + ch).min(last)];
+                    *a += w * rowi[(i + ch).min(last)];
                 }
             }
             let oc = if flip { n - 1 - c } else { c };
             for (ch, a) in a.iter().enumerate() {
-                out[ch * n + oc] = to_u8(*a);
+                out[ch * n + oc] = clip8(*a);
             }
         }
     }
 }
 
 /// One output row of the horizontal pass, 16 columns at a time with the sums in registers
-/// across taps: three gathers (R, G, B) per tap, multiply then add (never fused, so the sums
-/// are bit-identical to the scalar loop), then rounding to u8 as [`to_u8`] does. Returns how
-/// many leading columns it wrote.
+/// across taps: three gathers (R, G, B) per tap, then [`clip8`] as one shift, clamp and
+/// narrowing store per channel. Integer arithmetic, so identical to the scalar loop. Returns
+/// how many leading columns it wrote.
 ///
 /// # Safety
-/// The CPU must support AVX-512F, every `ct.idx` value + 2 must index into `rowf`, and `out`
+/// The CPU must support AVX-512F, every `ct.idx` value + 2 must index into `rowi`, and `out`
 /// must hold `3 * ct.n` bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn row_avx512(rowf: &[f32], ct: &ColumnTaps, flip: bool, out: &mut [u8]) -> usize {
+unsafe fn row_avx512(rowi: &[i32], ct: &ColumnTaps, flip: bool, out: &mut [u8]) -> usize {
     use std::arch::x86_64::*;
     let n = ct.n;
-    debug_assert!(ct.idx.iter().all(|&i| i as usize + 2 < rowf.len()));
+    debug_assert!(ct.idx.iter().all(|&i| i as usize + 2 < rowi.len()));
     debug_assert!(out.len() >= 3 * n);
     let full = n / 16 * 16;
-    let base = rowf.as_ptr();
+    let base = rowi.as_ptr();
     let reverse = _mm512_set_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let (half, lo, hi) = (
-        _mm512_set1_ps(0.5),
-        _mm512_setzero_ps(),
-        _mm512_set1_ps(255.0),
+        _mm512_set1_epi32(HALF),
+        _mm512_setzero_si512(),
+        _mm512_set1_epi32(255),
     );
     for c in (0..full).step_by(16) {
-        let mut s = [_mm512_setzero_ps(); 3];
+        let mut s = [half; 3];
         for j in 0..ct.k {
             let at = j * n + c;
-            let w = _mm512_loadu_ps(ct.w.as_ptr().add(at));
+            let w = _mm512_loadu_si512(ct.w.as_ptr().add(at).cast());
             let i = _mm512_loadu_si512(ct.idx.as_ptr().add(at).cast());
             for (ch, s) in s.iter_mut().enumerate() {
-                let p = _mm512_i32gather_ps::<4>(i, base.add(ch));
-                *s = _mm512_add_ps(*s, _mm512_mul_ps(w, p));
+                let p = _mm512_i32gather_epi32::<4>(i, base.add(ch));
+                *s = _mm512_add_epi32(*s, _mm512_mullo_epi32(w, p));
             }
         }
         // Mirrored: these 16 columns land reversed at the other end of the row.
         let oc = if flip { n - 16 - c } else { c };
         for (ch, &s) in s.iter().enumerate() {
-            let v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(s, half), lo), hi);
-            let mut q = _mm512_cvttps_epi32(v);
+            let v = _mm512_srai_epi32::<{ PRECISION_BITS }>(s);
+            let mut q = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
             if flip {
                 q = _mm512_permutexvar_epi32(reverse, q);
             }
@@ -388,20 +418,20 @@ av_audio::multiversion!(
 );
 
 /// Vertical resampling of the horizontally resampled rows `tmp` (starting at input row
-/// `row_lo`, `stride` bytes each) into `out`.
+/// `row_lo`, `stride` bytes each) into `out`, in Pillow's fixed point.
 #[inline(always)]
 fn vertical_pass_body(tmp: &[u8], row_lo: usize, stride: usize, yt: &[Taps], out: &mut [u8]) {
-    let mut acc = vec![0f32; stride];
+    let mut acc = vec![0i32; stride];
     for (taps, out_row) in yt.iter().zip(out.chunks_exact_mut(stride)) {
-        acc.iter_mut().for_each(|a| *a = 0.0);
+        acc.iter_mut().for_each(|a| *a = HALF);
         for (k, &w) in taps.weights.iter().enumerate() {
             let r = taps.start + k - row_lo;
             for (a, &p) in acc.iter_mut().zip(&tmp[r * stride..(r + 1) * stride]) {
-                *a += w * p as f32;
+                *a += w * i32::from(p);
             }
         }
         for (o, &a) in out_row.iter_mut().zip(&acc) {
-            *o = to_u8(a);
+            *o = clip8(a);
         }
     }
 }
@@ -479,7 +509,8 @@ impl ResizePlan {
 /// Resizes `src` (H, W, 3) to `(out_h, out_w)` and returns only the window
 /// `[y0, y0 + crop_h) x [x0, x0 + crop_w)` of the result, optionally mirrored.
 ///
-/// Both passes round to u8 like PIL, so results match a full resize followed by a crop exactly.
+/// Both passes round to u8 like Pillow, so results match a full resize followed by a crop
+/// exactly, and both match Pillow's `resize`.
 pub fn resize_crop(
     src: ArrayView3<'_, u8>,
     out_h: usize,
@@ -501,7 +532,7 @@ pub fn resize_crop(
     })
 }
 
-/// Full-frame resize (no crop): PIL-style antialiased bilinear, or nearest.
+/// Full-frame resize (no crop): Pillow's antialiased BILINEAR, or NEAREST.
 pub fn resize(src: ArrayView3<'_, u8>, out_h: usize, out_w: usize, bilinear: bool) -> Array3<u8> {
     resize_crop(src, out_h, out_w, (0, 0, out_h, out_w), false, bilinear)
 }
@@ -616,15 +647,15 @@ mod tests {
             .zip(out.chunks_exact_mut(crop_w * 3))
         {
             for (c, taps) in xt.iter().enumerate() {
-                let mut a = [0f32; 3];
+                let mut a = [HALF; 3];
                 for (k, &w) in taps.weights.iter().enumerate() {
                     for (ch, a) in a.iter_mut().enumerate() {
-                        *a += w * row[(taps.start + k) * 3 + ch] as f32;
+                        *a += w * i32::from(row[(taps.start + k) * 3 + ch]);
                     }
                 }
                 let oc = if flip { crop_w - 1 - c } else { c };
                 for ch in 0..3 {
-                    out[ch * crop_w + oc] = to_u8(a[ch]);
+                    out[ch * crop_w + oc] = clip8(a[ch]);
                 }
             }
         }
