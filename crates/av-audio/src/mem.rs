@@ -35,9 +35,14 @@ pub fn zeroed_f64(n: usize) -> Vec<f64> {
 /// thresholds keeps them for reuse. Blocks above glibc's largest mmap threshold (32 MiB, e.g.
 /// a batch of video activations) would still be mapped and unmapped per step, and every page
 /// of them faulted in again, with a cross-core TLB flush on the first write after a read: that
-/// was 15 % of an encoder training step. So mmap is switched off for allocations altogether
-/// (glibc still falls back to it if the heap cannot grow). Process-wide, so binaries call it once at start-up
-/// (libraries never do); the resident set then stays at its high-water mark. Setting
+/// was 15 % of an encoder training step. So `M_MMAP_MAX` is set to 0: the main heap serves
+/// blocks of any size (glibc still falls back to mmap if it cannot grow, and worker-thread
+/// arenas still map blocks larger than their 64 MiB heaps). The costs: a zeroed allocation
+/// that reuses heap memory is cleared with `memset` instead of arriving as fresh zero pages,
+/// and the heap only shrinks from its top, so fragmentation can keep the resident set above
+/// the live data (mind container memory limits). Process-wide, so binaries call it once at
+/// start-up, before spawning threads (libraries never do); the resident set then stays at its
+/// high-water mark. Setting
 /// `REPLAI_RETURN_MEMORY=1` in the environment skips it. Returns whether it took effect
 /// (glibc on Linux only).
 pub fn keep_freed_memory() -> bool {

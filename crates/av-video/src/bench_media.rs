@@ -67,6 +67,9 @@ fn make_mp4(path: &Path, gop: u32) -> Result<(), VideoError> {
     if path.exists() {
         return Ok(());
     }
+    // Written under a temporary name and renamed once complete, so an interrupted run never
+    // leaves a truncated file that later runs would take as done.
+    let part = path.with_extension("part.mp4");
     let g = gop.to_string();
     ffmpeg(
         path,
@@ -98,9 +101,13 @@ fn make_mp4(path: &Path, gop: u32) -> Result<(), VideoError> {
             "-b:a",
             "128k",
             "-shortest",
-            &path.to_string_lossy(),
+            &part.to_string_lossy(),
         ],
-    )
+    )?;
+    std::fs::rename(&part, path).map_err(|source| VideoError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn make_folder(dir: &Path, mp4: &Path) -> Result<(), VideoError> {

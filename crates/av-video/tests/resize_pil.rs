@@ -1,7 +1,7 @@
 //! The frame resize against Pillow's own output: the RepLAI reference scales frames with
 //! `PIL.Image.resize` (BILINEAR for training, NEAREST for evaluation), so ours must give the same
 //! bytes. Golden data: tests/fixtures/resize/pil_resize.json, made by `make_pil_resize.py` there
-//! (Pillow 13.0.0) from seeded random images.
+//! (Pillow 11.3.0, the horizontal-first order of Pillow before 13) from seeded random images.
 
 use av_video::{resize, resize_crop};
 use ndarray::{s, Array3};

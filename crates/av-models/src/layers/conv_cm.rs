@@ -184,7 +184,7 @@ impl Chunk {
                 gather(x, s, self.b0 + i, rows, chans.clone(), cols, n, off);
             }
         };
-        if !parallel {
+        if !parallel || s.k() * n == 0 {
             return run(0..s.c, cols);
         }
         let per = channels_per_group(s);
@@ -222,7 +222,7 @@ impl Chunk {
                 );
             }
         };
-        if !parallel {
+        if !parallel || s.k() * n == 0 {
             return run(0..s.c, cols);
         }
         let per = channels_per_group(s);
@@ -624,7 +624,7 @@ pub(crate) fn forward<T: ConvElem>(x: &[T], w: &[T], s: &Sizes) -> Vec<T> {
             .for_each_init(Vec::new, |cols, c| run(cols, c, false));
     }
     // SAFETY: all `O * P` elements were written by the GEMMs above (see the comment at the
-    // allocation); the capacity is exactly that.
+    // allocation), and the capacity is at least that.
     unsafe { y.set_len(s.o * p) };
     y
 }
