@@ -75,6 +75,11 @@ fn rational(r: ff::Rational) -> f64 {
 impl FfmpegSource {
     /// Opens a file and its best video stream.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, VideoError> {
+        Self::open_with(path, false)
+    }
+
+    /// [`Self::open`]; `probe` forces `avformat_find_stream_info` (see [`open_input`]).
+    fn open_with(path: impl AsRef<Path>, probe: bool) -> Result<Self, VideoError> {
         init();
         let path = path.as_ref().to_path_buf();
         let md = std::fs::metadata(&path).map_err(|e| VideoError::io(&path, e))?;
@@ -88,7 +93,7 @@ impl FfmpegSource {
             path: path.clone(),
             reason: format!("{what}: {e}"),
         };
-        let input = ff::format::input(&path).map_err(|e| decode_err("cannot open container", e))?;
+        let input = open_input(&path, probe).map_err(|e| decode_err("cannot open container", e))?;
         let stream = input
             .streams()
             .best(ff::media::Type::Video)
@@ -188,6 +193,26 @@ impl FfmpegSource {
         }
     }
 
+    /// Makes the demuxer skip every stream but `keep` (`AVDISCARD_ALL`): a pass over the video
+    /// then never reads the interleaved audio packets' data, and the audio pass never reads the
+    /// video's (tens of kilobytes per frame).
+    fn demux_only(&mut self, keep: usize) {
+        // SAFETY: the format context stays open for the lifetime of `self.input`; its `streams`
+        // array holds `nb_streams` valid stream pointers, and `discard` is a plain field the
+        // demuxer reads on each packet.
+        unsafe {
+            let ctx = &mut *self.input.as_mut_ptr();
+            for i in 0..ctx.nb_streams as usize {
+                let st = &mut **ctx.streams.add(i);
+                st.discard = if i == keep {
+                    ff::ffi::AVDiscard::AVDISCARD_DEFAULT
+                } else {
+                    ff::ffi::AVDiscard::AVDISCARD_ALL
+                };
+            }
+        }
+    }
+
     /// Positions the demuxer on the last keyframe at or before `t_s` and flushes the decoder.
     fn seek_before(&mut self, t_s: f64) -> Result<(), VideoError> {
         // Stream index -1 seeks in AV_TIME_BASE units on the container clock.
@@ -236,12 +261,12 @@ impl FfmpegSource {
     }
 
     /// [`Self::decode_forward`], telling libavcodec to skip the *non-reference* frames whose
-    /// packet time `needed` rejects (`skip_frame = AVDISCARD_NONREF` for those packets). No
-    /// other frame depends on a non-reference frame, so every frame that is still decoded is
-    /// bit-identical to a full decode; the skipped ones simply never reach `visit`.
+    /// packet time `needed.wants` rejects (`skip_frame = AVDISCARD_NONREF` for those packets).
+    /// No other frame depends on a non-reference frame, so every frame that is still decoded
+    /// is bit-identical to a full decode; the skipped ones simply never reach `visit`.
     fn decode_forward_needing(
         &mut self,
-        needed: Option<&dyn Fn(f64) -> bool>,
+        needed: Option<&Needed<'_>>,
         mut visit: impl FnMut(f64, &mut ff::frame::Video) -> Result<bool, VideoError>,
     ) -> Result<bool, VideoError> {
         let result = self.decode_loop(needed, &mut visit);
@@ -252,7 +277,7 @@ impl FfmpegSource {
 
     fn decode_loop(
         &mut self,
-        needed: Option<&dyn Fn(f64) -> bool>,
+        needed: Option<&Needed<'_>>,
         visit: &mut impl FnMut(f64, &mut ff::frame::Video) -> Result<bool, VideoError>,
     ) -> Result<bool, VideoError> {
         let mut frame = ff::frame::Video::empty();
@@ -269,10 +294,23 @@ impl FfmpegSource {
                             continue;
                         }
                         if let Some(needed) = needed {
+                            // Decode timestamps never decrease and no frame is presented before
+                            // it is decoded (pts >= dts), so once a packet's dts passes the last
+                            // wanted time, no packet still to come holds a wanted frame: drain
+                            // the decoder instead of feeding it frames (often P-frames) that are
+                            // only there to push the last wanted ones out of its reorder buffer.
+                            if packet
+                                .dts()
+                                .is_some_and(|dts| (dts - start) as f64 * tb > needed.last)
+                            {
+                                eof = true;
+                                let _ = self.decoder.send_eof();
+                                continue;
+                            }
                             // Single-threaded decoding: the setting applies to this packet.
                             let skip = packet
                                 .pts()
-                                .is_some_and(|pts| !needed((pts - start) as f64 * tb));
+                                .is_some_and(|pts| !(needed.wants)((pts - start) as f64 * tb));
                             self.decoder.skip_frame(if skip {
                                 ff::Discard::NonReference
                             } else {
@@ -414,6 +452,7 @@ impl FfmpegSource {
             self.audio_decoder = Some(dec);
         }
         const PRE_ROLL_S: f64 = 0.1;
+        self.demux_only(aidx);
         self.seek_audio_before(aidx, atb, t0_s - PRE_ROLL_S)?;
         let video_start_s = self.start_pts as f64 * self.time_base;
         let path = self.path.clone();
@@ -481,16 +520,16 @@ impl FfmpegSource {
                         }
                         let samples = mix_to_mono(&frame).map_err(err)?;
                         let rel = ((ts - t0_s) * rate as f64).round() as i64;
-                        for (k, v) in samples.iter().enumerate() {
-                            let j = rel + k as i64;
-                            if j >= 0 && (j as usize) < out.len() {
-                                out[j as usize] = *v;
-                                let j = j as usize;
-                                written = Some(match written {
-                                    None => (j, j + 1),
-                                    Some((a, b)) => (a.min(j), b.max(j + 1)),
-                                });
-                            }
+                        // The part of this frame that falls inside the window.
+                        let lo = rel.clamp(0, out.len() as i64) as usize;
+                        let hi = (rel + samples.len() as i64).clamp(0, out.len() as i64) as usize;
+                        if lo < hi {
+                            let k0 = (lo as i64 - rel) as usize;
+                            out[lo..hi].copy_from_slice(&samples[k0..k0 + (hi - lo)]);
+                            written = Some(match written {
+                                None => (lo, hi),
+                                Some((a, b)) => (a.min(lo), b.max(hi)),
+                            });
                         }
                     }
                     Err(ff::Error::Eof) => break 'outer,
@@ -517,7 +556,7 @@ impl FfmpegSource {
             reason,
         };
         let mut input =
-            ff::format::input(path).map_err(|e| err(format!("cannot open container: {e}")))?;
+            open_input(path, false).map_err(|e| err(format!("cannot open container: {e}")))?;
         let Some(stream) = input.streams().best(ff::media::Type::Audio) else {
             return Ok(None);
         };
@@ -613,6 +652,86 @@ impl FfmpegSource {
 }
 
 /// A new reference to `src`'s (reference-counted) picture: no pixel copy, unlike `clone`.
+/// Opens a container for reading. `avformat_find_stream_info` (which ffmpeg-next's `input`
+/// always calls) decodes the first packets of every stream to fill in codec parameters; an
+/// MP4/MOV header already declares everything this crate reads (frame size, frame rate, frame
+/// count, duration, sample rate, channels), so for those files the probe is skipped unless a
+/// parameter is missing (`probe` forces it). That is a tenth of the open-decode-close cost of a
+/// short read, paid once per training sample.
+pub(crate) fn open_input(
+    path: &Path,
+    probe: bool,
+) -> Result<ff::format::context::Input, ff::Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| ff::Error::InvalidData)?;
+    let mut ps = std::ptr::null_mut();
+    // SAFETY: `ps` starts null as avformat_open_input requires; on failure it frees the
+    // context and leaves `ps` null, on success `ps` is a valid open context that we either
+    // wrap (Input closes it on drop) or close ourselves.
+    unsafe {
+        let r = ff::ffi::avformat_open_input(
+            &mut ps,
+            c_path.as_ptr(),
+            std::ptr::null(),
+            std::ptr::null_mut(),
+        );
+        if r < 0 {
+            return Err(ff::Error::from(r));
+        }
+        if probe || !header_is_complete(ps) {
+            let r = ff::ffi::avformat_find_stream_info(ps, std::ptr::null_mut());
+            if r < 0 {
+                ff::ffi::avformat_close_input(&mut ps);
+                return Err(ff::Error::from(r));
+            }
+        }
+        Ok(ff::format::context::Input::wrap(ps))
+    }
+}
+
+/// Whether an opened MP4/MOV header already gives every parameter the sources read.
+///
+/// # Safety
+/// `ctx` must be an open format context.
+unsafe fn header_is_complete(ctx: *const ff::ffi::AVFormatContext) -> bool {
+    let ctx = &*ctx;
+    let name = std::ffi::CStr::from_ptr((*ctx.iformat).name).to_bytes();
+    if name != b"mov,mp4,m4a,3gp,3g2,mj2" || ctx.nb_streams == 0 {
+        return false;
+    }
+    let streams = std::slice::from_raw_parts(ctx.streams, ctx.nb_streams as usize);
+    streams.iter().all(|&st| {
+        let st = &*st;
+        let par = &*st.codecpar;
+        match par.codec_type {
+            ff::ffi::AVMediaType::AVMEDIA_TYPE_VIDEO => {
+                par.codec_id != ff::ffi::AVCodecID::AV_CODEC_ID_NONE
+                    && par.width > 0
+                    && par.height > 0
+                    && st.avg_frame_rate.num > 0
+                    && st.avg_frame_rate.den > 0
+                    && st.duration > 0
+                    && st.nb_frames > 0
+            }
+            ff::ffi::AVMediaType::AVMEDIA_TYPE_AUDIO => {
+                // The decoder takes the channel layout from the stream's own config.
+                par.codec_id != ff::ffi::AVCodecID::AV_CODEC_ID_NONE && par.sample_rate > 0
+            }
+            // Data, subtitle and attachment streams are never decoded here.
+            _ => true,
+        }
+    })
+}
+
+/// Which frames a read wants, by presentation time in seconds: `wants` decides per packet
+/// (the others may be skipped if no frame references them), and no frame after `last` is
+/// wanted (decoding can stop once the packets' decode times pass it).
+struct Needed<'a> {
+    wants: &'a dyn Fn(f64) -> bool,
+    last: f64,
+}
+
 fn frame_ref(src: &ff::frame::Video) -> ff::frame::Video {
     let mut dst = ff::frame::Video::empty();
     // SAFETY: both pointers are valid AVFrames; av_frame_ref only adds buffer references and
@@ -653,7 +772,19 @@ fn mix_to_mono(frame: &ff::frame::Audio) -> Result<Vec<f32>, String> {
     };
     let mut out = vec![0f32; n];
     let inv = 1.0 / ch as f32;
-    if planar {
+    if planar && kind == 3 {
+        // AAC's native float planes: the same sums in the same order, without per-sample
+        // format dispatch.
+        for c in 0..ch {
+            let buf = frame.data(c);
+            if buf.len() < n * bytes {
+                return Err("short audio plane".into());
+            }
+            for (o, b) in out.iter_mut().zip(buf.chunks_exact(4)) {
+                *o += f32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+    } else if planar {
         for c in 0..ch {
             let buf = frame.data(c);
             if buf.len() < n * bytes {
@@ -685,6 +816,7 @@ impl VideoSource for FfmpegSource {
 
     fn read_frames(&mut self, t0_s: f64, t1_s: f64) -> Result<Vec<Frame>, VideoError> {
         check_window(&self.name, t0_s, t1_s, self.meta.duration_s)?;
+        self.demux_only(self.stream_index);
         self.seek_before(t0_s)?;
         let mut scaler = None;
         let mut kept: Vec<(f64, ff::frame::Video)> = Vec::new();
@@ -787,6 +919,7 @@ impl FfmpegSource {
             (i < times_s.len() && times_s[i] - t <= reach) || (i > 0 && t - times_s[i - 1] <= reach)
         };
         // Start half a frame early: the nearest frame to `first` may precede it.
+        self.demux_only(self.stream_index);
         self.seek_before(first - period)?;
         let mut scaler = None;
         // Decide each requested time as soon as the first frame at or after it arrives: the
@@ -805,7 +938,11 @@ impl FfmpegSource {
                 .last()
                 .is_some_and(|(lt, _)| (lt - t).abs() <= PTS_EPS)
         };
-        let needed: Option<&dyn Fn(f64) -> bool> = if skip { Some(&near_a_time) } else { None };
+        let needed = Needed {
+            wants: &near_a_time,
+            last: times_s[times_s.len() - 1] + reach,
+        };
+        let needed = if skip { Some(&needed) } else { None };
         self.decode_forward_needing(needed, |t, f| {
             while j < times_s.len() && t >= times_s[j] - PTS_EPS {
                 let target = times_s[j];
@@ -877,5 +1014,56 @@ impl FfmpegSource {
             out.extend(frame);
         }
         Ok(Some(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/media")
+            .join(name)
+    }
+
+    /// Skipping `avformat_find_stream_info` for MP4 must not change what a source reports or
+    /// decodes: metadata, frames at the sampler's times, the whole audio track and a window.
+    #[test]
+    fn mp4_header_without_probing_changes_nothing() {
+        for name in [
+            "idx30_gop30_44k.mp4",
+            "idx16_gop250_48k.mp4",
+            "idx16_faststart.mp4",
+            "video_only.mp4",
+        ] {
+            let path = fixture(name);
+            // SAFETY: the context is open until closed below.
+            let complete = unsafe {
+                let mut input = open_input(&path, false).unwrap();
+                header_is_complete(input.as_mut_ptr())
+            };
+            assert!(complete, "{name}: the fast path should apply");
+            let mut fast = FfmpegSource::open_with(&path, false).unwrap();
+            let mut probed = FfmpegSource::open_with(&path, true).unwrap();
+            assert_eq!(fast.meta, probed.meta, "{name}");
+            assert_eq!(fast.start_pts, probed.start_pts, "{name}");
+            assert_eq!(fast.time_base, probed.time_base, "{name}");
+            assert_eq!(fast.audio_stream, probed.audio_stream, "{name}");
+            let d = fast.meta.duration_s;
+            let times: Vec<f64> = (0..40).map(|i| d * i as f64 / 40.0).collect();
+            let a = fast.read_frames_at(&times).unwrap();
+            let b = probed.read_frames_at(&times).unwrap();
+            assert_eq!(a.len(), b.len(), "{name}");
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x.pts_s, y.pts_s, "{name}");
+                assert!(x.image == y.image, "{name}: frame at {} differs", x.pts_s);
+            }
+            assert_eq!(
+                fast.read_audio_window(0.4, d - 0.3).unwrap(),
+                probed.read_audio_window(0.4, d - 0.3).unwrap(),
+                "{name}"
+            );
+        }
     }
 }

@@ -329,29 +329,41 @@ fn horizontal_pass_body(rows: &[u8], in_w: usize, ct: &ColumnTaps, flip: bool, o
     if n == 0 || ct.hi <= ct.lo {
         return;
     }
-    // Each input value feeds several taps: widen the span to i32 once, as one vector loop.
-    let mut rowi = vec![0i32; (ct.hi - ct.lo) * 3];
-    let last = rowi.len() - 1;
-    for (row, out) in rows.chunks_exact(in_w * 3).zip(out.chunks_exact_mut(n * 3)) {
-        for (d, &v) in rowi.iter_mut().zip(&row[ct.lo * 3..ct.hi * 3]) {
-            *d = i32::from(v);
-        }
+    let row_len = in_w * 3;
+    let span_len = (ct.hi - ct.lo) * 3;
+    // The vector path reads 4 bytes per pixel (R, G, B and one to spare): every span needs one
+    // readable byte past its end, which only the last row may lack; it is read from a copy.
+    let mut padded = Vec::new();
+    for (r, out) in out
+        .chunks_exact_mut(n * 3)
+        .take(rows.len() / row_len)
+        .enumerate()
+    {
+        let start = r * row_len + ct.lo * 3;
+        let span: &[u8] = if start + span_len < rows.len() {
+            &rows[start..=start + span_len]
+        } else {
+            padded.clear();
+            padded.extend_from_slice(&rows[start..start + span_len]);
+            padded.push(0);
+            &padded
+        };
         #[allow(unused_mut)]
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
         if av_audio::simd::has_avx512() {
-            // SAFETY: the CPU has AVX-512F; `ColumnTaps::new` keeps every index + 2 inside
-            // `rowi` (checked again in debug builds inside); `out` holds `3 n` bytes.
-            done = unsafe { row_avx512(&rowi, ct, flip, out) };
+            // SAFETY: the CPU has AVX-512F; `ColumnTaps::new` keeps every index + 2 inside the
+            // span, and `span` has one more byte (checked again in debug builds inside); `out`
+            // holds `3 n` bytes.
+            done = unsafe { row_avx512(span, ct, flip, out) };
         }
         // The columns the vector loop left (none when the crop is a multiple of 16).
         for c in done..n {
             let mut a = [HALF; 3];
             for j in 0..ct.k {
                 let (w, i) = (ct.w[j * n + c], ct.idx[j * n + c] as usize);
-                // The `min` is free (indices are in range by construction).
                 for (ch, a) in a.iter_mut().enumerate() {
-                    *a += w * rowi[(i + ch).min(last)];
+                    *a += w * i32::from(span[i + ch]);
                 }
             }
             let oc = if flip { n - 1 - c } else { c };
@@ -363,22 +375,23 @@ fn horizontal_pass_body(rows: &[u8], in_w: usize, ct: &ColumnTaps, flip: bool, o
 }
 
 /// One output row of the horizontal pass, 16 columns at a time with the sums in registers
-/// across taps: three gathers (R, G, B) per tap, then [`clip8`] as one shift, clamp and
-/// narrowing store per channel. Integer arithmetic, so identical to the scalar loop. Returns
-/// how many leading columns it wrote.
+/// across taps: one 4-byte gather per tap brings each column's R, G and B (and a spare byte),
+/// split with shifts and masks, then [`clip8`] as one shift, clamp and narrowing store per
+/// channel. Integer arithmetic, so identical to the scalar loop. Returns how many leading
+/// columns it wrote.
 ///
 /// # Safety
-/// The CPU must support AVX-512F, every `ct.idx` value + 2 must index into `rowi`, and `out`
+/// The CPU must support AVX-512F, every `ct.idx` value + 3 must index into `span`, and `out`
 /// must hold `3 * ct.n` bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn row_avx512(rowi: &[i32], ct: &ColumnTaps, flip: bool, out: &mut [u8]) -> usize {
+unsafe fn row_avx512(span: &[u8], ct: &ColumnTaps, flip: bool, out: &mut [u8]) -> usize {
     use std::arch::x86_64::*;
     let n = ct.n;
-    debug_assert!(ct.idx.iter().all(|&i| i as usize + 2 < rowi.len()));
+    debug_assert!(ct.idx.iter().all(|&i| i as usize + 3 < span.len()));
     debug_assert!(out.len() >= 3 * n);
     let full = n / 16 * 16;
-    let base = rowi.as_ptr();
+    let base = span.as_ptr();
     let reverse = _mm512_set_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let (half, lo, hi) = (
         _mm512_set1_epi32(HALF),
@@ -391,10 +404,14 @@ unsafe fn row_avx512(rowi: &[i32], ct: &ColumnTaps, flip: bool, out: &mut [u8]) 
             let at = j * n + c;
             let w = _mm512_loadu_si512(ct.w.as_ptr().add(at).cast());
             let i = _mm512_loadu_si512(ct.idx.as_ptr().add(at).cast());
-            for (ch, s) in s.iter_mut().enumerate() {
-                let p = _mm512_i32gather_epi32::<4>(i, base.add(ch));
-                *s = _mm512_add_epi32(*s, _mm512_mullo_epi32(w, p));
-            }
+            // Little-endian: byte 0 is red, 1 green, 2 blue.
+            let p = _mm512_i32gather_epi32::<1>(i, base.cast());
+            let r = _mm512_and_si512(p, hi);
+            let g = _mm512_and_si512(_mm512_srli_epi32::<8>(p), hi);
+            let b = _mm512_and_si512(_mm512_srli_epi32::<16>(p), hi);
+            s[0] = _mm512_add_epi32(s[0], _mm512_mullo_epi32(w, r));
+            s[1] = _mm512_add_epi32(s[1], _mm512_mullo_epi32(w, g));
+            s[2] = _mm512_add_epi32(s[2], _mm512_mullo_epi32(w, b));
         }
         // Mirrored: these 16 columns land reversed at the other end of the row.
         let oc = if flip { n - 16 - c } else { c };
