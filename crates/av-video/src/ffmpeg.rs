@@ -662,9 +662,18 @@ pub(crate) fn open_input(
     path: &Path,
     probe: bool,
 ) -> Result<ff::format::context::Input, ff::Error> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path =
-        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| ff::Error::InvalidData)?;
+    #[cfg(unix)]
+    let bytes = {
+        use std::os::unix::ffi::OsStrExt;
+        path.as_os_str().as_bytes().to_vec()
+    };
+    #[cfg(not(unix))]
+    let bytes = path
+        .to_str()
+        .ok_or(ff::Error::InvalidData)?
+        .as_bytes()
+        .to_vec();
+    let c_path = std::ffi::CString::new(bytes).map_err(|_| ff::Error::InvalidData)?;
     let mut ps = std::ptr::null_mut();
     // SAFETY: `ps` starts null as avformat_open_input requires; on failure it frees the
     // context and leaves `ps` null, on success `ps` is a valid open context that we either
