@@ -12,6 +12,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::simd::dispatch;
+
 /// Window geometry over the trailing three axes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Pool3 {
@@ -29,58 +31,191 @@ struct MaxPool3Op {
     argmax: Mutex<Option<Vec<u32>>>,
 }
 
-fn pool<T: WithDType>(x: &[T], op: &MaxPool3Op) -> (Vec<T>, Vec<u32>) {
+/// Valid input range `lo..hi` of every output position along one axis.
+fn axis_ranges(
+    n_out: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    len: usize,
+) -> Vec<(usize, usize)> {
+    (0..n_out)
+        .map(|o| {
+            let start = o * stride;
+            let lo = start.saturating_sub(pad).min(len);
+            let hi = (start + kernel).saturating_sub(pad).min(len);
+            (lo, hi.max(lo))
+        })
+        .collect()
+}
+
+/// Geometry of one (D, H, W) plane and its pooled output, shared by all planes of a call.
+struct PlaneGeo {
+    /// Input (H, W); the depth is implied by `rd`.
+    h: usize,
+    w: usize,
+    /// Output width.
+    ow: usize,
+    /// Valid input ranges along depth and height, per output position.
+    rd: Vec<(usize, usize)>,
+    rh: Vec<(usize, usize)>,
+    /// Valid input column range per output column.
+    rw: Vec<(usize, usize)>,
+    /// Window along the width: kernel, stride, padding.
+    kw: usize,
+    sw: usize,
+    pw: usize,
+}
+
+/// Pools one plane. Each output row keeps its running maxima for all output columns and visits
+/// the window taps in row-major order (depth, height, width), every tap updating all columns at
+/// once: the inner loop is then a branch-free compare-and-select over contiguous slices that
+/// compiles to vector code, where the per-output scan was a chain of unpredictable branches.
+/// Strided taps read contiguous memory because each input row is first split into its `sw`
+/// phases (`phase p` holds columns p, p + sw, p + 2 sw, ...). A value wins only if strictly
+/// greater (or the first NaN), so ties go to the first maximum in row-major order, as in
+/// PyTorch.
+#[inline(always)]
+fn pool_plane<T: WithDType>(xs: &[T], ys: &mut [T], args: &mut [u32], geo: &PlaneGeo) {
+    let (h, w, ow, sw, pw) = (geo.h, geo.w, geo.ow, geo.sw, geo.pw);
+    let neg_inf = T::from_f64(f64::NEG_INFINITY);
+    let mut best = vec![neg_inf; ow];
+    let mut barg = vec![0u32; ow];
+    let phase_len = w.div_ceil(sw);
+    // Every input row split into its phases once (rows are shared by neighbouring windows).
+    let n_rows = xs.len() / w.max(1);
+    let split_len = sw * phase_len;
+    let mut split = Vec::new();
+    if sw > 1 {
+        split.resize(n_rows * split_len, neg_inf);
+        for (row, out) in xs.chunks_exact(w).zip(split.chunks_exact_mut(split_len)) {
+            let (head, tail) = out.split_at_mut(phase_len);
+            if sw == 2 {
+                // The common stride: a deinterleave that compiles to vector permutes.
+                for ((e, o), pair) in head
+                    .iter_mut()
+                    .zip(tail.iter_mut())
+                    .zip(row.chunks_exact(2))
+                {
+                    *e = pair[0];
+                    *o = pair[1];
+                }
+                if w % 2 == 1 {
+                    head[w / 2] = row[w - 1];
+                }
+            } else {
+                for (k, chunk) in row.chunks(sw).enumerate() {
+                    for (p, &v) in chunk.iter().enumerate() {
+                        out[p * phase_len + k] = v;
+                    }
+                }
+            }
+        }
+    }
+    // Per tap: (phase, offset of output column 0 in that phase, first and end output column).
+    let taps: Vec<(usize, isize, usize, usize)> = (0..geo.kw)
+        .map(|kx| {
+            // Input column of output column ox: ox * sw + kx - pw, valid in 0..w.
+            let lo = pw.saturating_sub(kx).div_ceil(sw);
+            let hi = if w + pw > kx {
+                (w + pw - kx).div_ceil(sw).min(ow)
+            } else {
+                0
+            };
+            let off = kx as isize - pw as isize;
+            let (p, q) = (off.rem_euclid(sw as isize), off.div_euclid(sw as isize));
+            (p as usize, q, lo, hi.max(lo))
+        })
+        .collect();
+    let mut o = 0;
+    for &(z0, z1) in &geo.rd {
+        for &(y0, y1) in &geo.rh {
+            for (b, (a, &(x0, _))) in best.iter_mut().zip(barg.iter_mut().zip(&geo.rw)) {
+                *b = neg_inf;
+                // Windows that hold only -inf report their first element, like PyTorch.
+                *a = ((z0 * h + y0) * w + x0) as u32;
+            }
+            for zi in z0..z1 {
+                for yi in y0..y1 {
+                    let row = (zi * h + yi) * w;
+                    let xs_row = &xs[row..row + w];
+                    let phases = if sw > 1 {
+                        let r = zi * h + yi;
+                        &split[r * split_len..(r + 1) * split_len]
+                    } else {
+                        xs_row
+                    };
+                    for &(p, q, lo, hi) in &taps {
+                        if lo >= hi {
+                            continue;
+                        }
+                        // Output columns lo..hi read phase p from lo + q on (in range by the
+                        // choice of lo and hi).
+                        let start = (lo as isize + q) as usize;
+                        let from = p * phase_len + start;
+                        let src = &phases[from..from + (hi - lo)];
+                        // Flat input index of output column ox's tap: base + ox * sw.
+                        let base = (row as isize + p as isize + q * sw as isize) as usize;
+                        let cols = best[lo..hi].iter_mut().zip(barg[lo..hi].iter_mut());
+                        for (j, ((b, a), &v)) in cols.zip(src).enumerate() {
+                            #[allow(clippy::eq_op)] // v != v: NaN test for any float type
+                            let take = v > *b || (v != v && *b == *b);
+                            *b = if take { v } else { *b };
+                            *a = if take {
+                                (base + (lo + j) * sw) as u32
+                            } else {
+                                *a
+                            };
+                        }
+                    }
+                }
+            }
+            ys[o..o + ow].copy_from_slice(&best);
+            args[o..o + ow].copy_from_slice(&barg);
+            o += ow;
+        }
+    }
+}
+
+#[inline(always)]
+fn pool_plane_f32_body(xs: &[f32], ys: &mut [f32], args: &mut [u32], geo: &PlaneGeo) {
+    pool_plane(xs, ys, args, geo)
+}
+
+dispatch!(
+    /// [`pool_plane`] for f32 with the widest vectors the CPU has.
+    fn pool_plane_f32(xs: &[f32], ys: &mut [f32], args: &mut [u32], geo: &PlaneGeo) -> ()
+        => pool_plane_f32_body
+);
+
+/// Pools every (D, H, W) plane of `x` in parallel with `plane` ([`pool_plane`] or a
+/// vectorised build of it).
+fn pool<T: WithDType>(
+    x: &[T],
+    op: &MaxPool3Op,
+    plane: impl Fn(&[T], &mut [T], &mut [u32], &PlaneGeo) + Sync,
+) -> (Vec<T>, Vec<u32>) {
     let [_, d, h, w] = op.dims;
     let [od, oh, ow] = op.out;
     let (plane_in, plane_out) = (d * h * w, od * oh * ow);
     let mut y = vec![T::zero(); x.len() / plane_in * plane_out];
     let mut arg = vec![0u32; y.len()];
     let g = op.g;
-    // Valid input range of each output position along one axis: lo..hi.
-    let ranges = |n_out: usize, axis: usize, len: usize| -> Vec<(usize, usize)> {
-        (0..n_out)
-            .map(|o| {
-                let start = o * g.stride[axis];
-                let lo = start.saturating_sub(g.pad[axis]).min(len);
-                let hi = (start + g.kernel[axis])
-                    .saturating_sub(g.pad[axis])
-                    .min(len);
-                (lo, hi.max(lo))
-            })
-            .collect()
+    let geo = PlaneGeo {
+        h,
+        w,
+        ow,
+        rd: axis_ranges(od, g.kernel[0], g.stride[0], g.pad[0], d),
+        rh: axis_ranges(oh, g.kernel[1], g.stride[1], g.pad[1], h),
+        rw: axis_ranges(ow, g.kernel[2], g.stride[2], g.pad[2], w),
+        kw: g.kernel[2],
+        sw: g.stride[2].max(1),
+        pw: g.pad[2],
     };
-    let (rd, rh, rw) = (ranges(od, 0, d), ranges(oh, 1, h), ranges(ow, 2, w));
     y.par_chunks_mut(plane_out)
         .zip(arg.par_chunks_mut(plane_out))
         .zip(x.par_chunks(plane_in))
-        .for_each(|((ys, args), xs)| {
-            let mut o = 0;
-            for &(z0, z1) in &rd {
-                for &(y0, y1) in &rh {
-                    for &(x0, x1) in &rw {
-                        // Row-major scan; a later value wins only if strictly greater (or NaN),
-                        // so ties go to the first maximum, as in PyTorch.
-                        let mut best_i = (z0 * h + y0) * w + x0;
-                        let mut best = xs[best_i];
-                        for zi in z0..z1 {
-                            for yi in y0..y1 {
-                                let row = (zi * h + yi) * w;
-                                for (xi, &v) in xs[row + x0..row + x1].iter().enumerate() {
-                                    let nan = v.to_f64().is_nan();
-                                    if v > best || (nan && !best.to_f64().is_nan()) {
-                                        best = v;
-                                        best_i = row + x0 + xi;
-                                    }
-                                }
-                            }
-                        }
-                        ys[o] = best;
-                        args[o] = best_i as u32;
-                        o += 1;
-                    }
-                }
-            }
-        });
+        .for_each(|((ys, args), xs)| plane(xs, ys, args, &geo));
     (y, arg)
 }
 
@@ -110,11 +245,11 @@ impl CustomOp1 for MaxPool3Op {
             .ok_or_else(|| candle_core::Error::Msg("max-pool: input must be contiguous".into()))?;
         let (y, arg) = match s {
             CpuStorage::F32(v) => {
-                let (y, arg) = pool(&v[a..b], self);
+                let (y, arg) = pool(&v[a..b], self, pool_plane_f32);
                 (CpuStorage::F32(y), arg)
             }
             CpuStorage::F64(v) => {
-                let (y, arg) = pool(&v[a..b], self);
+                let (y, arg) = pool(&v[a..b], self, pool_plane::<f64>);
                 (CpuStorage::F64(y), arg)
             }
             other => {
@@ -175,4 +310,131 @@ pub(crate) fn max_pool3(x: &Tensor, g: Pool3, out: [usize; 3]) -> Result<Tensor>
         argmax: Mutex::new(None),
     };
     x.contiguous()?.apply_op1(op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The straightforward scan: for each output, its window in row-major order, keeping the
+    /// first maximum (a value wins only if strictly greater, or the first NaN).
+    fn reference(x: &[f32], op: &MaxPool3Op) -> (Vec<f32>, Vec<u32>) {
+        let [lead, d, h, w] = op.dims;
+        let [od, oh, ow] = op.out;
+        let g = op.g;
+        let r = |n, i: usize, len| axis_ranges(n, g.kernel[i], g.stride[i], g.pad[i], len);
+        let (rd, rh, rw) = (r(od, 0, d), r(oh, 1, h), r(ow, 2, w));
+        let (mut y, mut arg) = (Vec::new(), Vec::new());
+        for p in 0..lead {
+            let xs = &x[p * d * h * w..(p + 1) * d * h * w];
+            for &(z0, z1) in &rd {
+                for &(y0, y1) in &rh {
+                    for &(x0, x1) in &rw {
+                        let mut best = f32::NEG_INFINITY;
+                        let mut best_i = (z0 * h + y0) * w + x0;
+                        for zi in z0..z1 {
+                            for yi in y0..y1 {
+                                for xi in x0..x1 {
+                                    let i = (zi * h + yi) * w + xi;
+                                    let v = xs[i];
+                                    if v > best || (v.is_nan() && !best.is_nan()) {
+                                        best = v;
+                                        best_i = i;
+                                    }
+                                }
+                            }
+                        }
+                        y.push(best);
+                        arg.push(best_i as u32);
+                    }
+                }
+            }
+        }
+        (y, arg)
+    }
+
+    /// Values from a small set so that windows hold ties, plus NaN and -inf.
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                match s % 23 {
+                    0 => f32::NAN,
+                    1 | 2 => f32::NEG_INFINITY,
+                    k => (k % 5) as f32 - 2.0,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn vector_pool_matches_the_per_output_scan() {
+        let cases: [([usize; 4], Pool3); 5] = [
+            // The R(2+1)D stem: (1,3,3) / (1,2,2) / (0,1,1).
+            (
+                [3, 2, 9, 12],
+                Pool3 {
+                    kernel: [1, 3, 3],
+                    stride: [1, 2, 2],
+                    pad: [0, 1, 1],
+                },
+            ),
+            (
+                [2, 5, 7, 11],
+                Pool3 {
+                    kernel: [3, 3, 3],
+                    stride: [2, 2, 2],
+                    pad: [1, 1, 1],
+                },
+            ),
+            (
+                [2, 1, 6, 8],
+                Pool3 {
+                    kernel: [1, 2, 2],
+                    stride: [1, 2, 2],
+                    pad: [0, 0, 0],
+                },
+            ),
+            (
+                [1, 4, 5, 17],
+                Pool3 {
+                    kernel: [2, 1, 4],
+                    stride: [1, 1, 3],
+                    pad: [1, 0, 2],
+                },
+            ),
+            (
+                [2, 1, 1, 5],
+                Pool3 {
+                    kernel: [1, 1, 5],
+                    stride: [1, 1, 1],
+                    pad: [0, 0, 2],
+                },
+            ),
+        ];
+        for (k, (dims, g)) in cases.into_iter().enumerate() {
+            let out: Vec<usize> = (0..3)
+                .map(|i| (dims[i + 1] + 2 * g.pad[i] - g.kernel[i]) / g.stride[i] + 1)
+                .collect();
+            let op = MaxPool3Op {
+                g,
+                dims,
+                out: [out[0], out[1], out[2]],
+                argmax: Mutex::new(None),
+            };
+            let x = data(dims.iter().product(), k as u64 + 1);
+            let (want_y, want_arg) = reference(&x, &op);
+            let (y, arg) = pool(&x, &op, pool_plane_f32);
+            assert_eq!(arg, want_arg, "case {k}: argmax");
+            for (a, b) in y.iter().zip(&want_y) {
+                assert!(a == b || (a.is_nan() && b.is_nan()), "case {k}: {a} vs {b}");
+            }
+            let x64: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+            let (_, arg64) = pool(&x64, &op, pool_plane::<f64>);
+            assert_eq!(arg64, want_arg, "case {k}: f64 argmax");
+        }
+    }
 }
