@@ -154,7 +154,7 @@ impl Sizes {
 /// Output rows `r0..r0 + nrows` of each of the batch items `b0..b0 + items` (several items only
 /// with whole rows), whose columns are contiguous in the output matrix.
 #[derive(Debug, Clone, Copy)]
-struct Chunk {
+pub(crate) struct Chunk {
     b0: usize,
     items: usize,
     r0: usize,
@@ -247,6 +247,21 @@ pub(crate) trait ConvElem:
     fn copy_strided(src: &[Self], step: usize, dst: &mut [Self]);
     /// dst[i * step] += src[i] (the adjoint of [`ConvElem::copy_strided`]).
     fn add_strided(src: &[Self], step: usize, dst: &mut [Self]);
+    /// C (m x ncols, row stride `ldc`) = A (m x K, rows `a_rs` apart) x the chunk's patches,
+    /// with the patches packed straight from the input `x` (no patch matrix). Returns `false`,
+    /// doing nothing, where the element type or CPU has no such path.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_patches(
+        _m: usize,
+        _a: (&[Self], usize),
+        _x: &[Self],
+        _s: &Sizes,
+        _chunk: &Chunk,
+        _c: *mut Self,
+        _ldc: usize,
+    ) -> bool {
+        false
+    }
     /// C (m x n, row stride `ldc`) = or += A (m x k) B (k x n) with arbitrary strides.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
@@ -316,8 +331,22 @@ dispatch! {
 }
 
 macro_rules! impl_conv_elem {
-    ($t:ty, $copy:path, $add:path) => {
+    ($t:ty, $copy:path, $add:path $(, $patches:ident)?) => {
         impl ConvElem for $t {
+            $(
+            fn gemm_patches(
+                m: usize,
+                (a, a_rs): (&[Self], usize),
+                x: &[Self],
+                s: &Sizes,
+                chunk: &Chunk,
+                c: *mut Self,
+                ldc: usize,
+            ) -> bool {
+                $patches::gemm(m, (a, a_rs), x, s, chunk, c, ldc)
+            }
+            )?
+
             fn copy_strided(src: &[Self], step: usize, dst: &mut [Self]) {
                 $copy(src, step, dst)
             }
@@ -366,8 +395,256 @@ macro_rules! impl_conv_elem {
         }
     };
 }
-impl_conv_elem!(f32, copy_strided_f32, add_strided_f32);
+impl_conv_elem!(f32, copy_strided_f32, add_strided_f32, patches);
 impl_conv_elem!(f64, copy_strided_body, add_strided_body);
+
+/// The forward GEMM with B packed from the input: each micro-panel the GEMM asks for (a few
+/// hundred patch rows by 32 output columns) is gathered straight from `x`, so the patch matrix
+/// is never written and read back (the gather pass and its copies were a fifth of a forward).
+mod patches {
+    use super::super::sgemm::{sgemm_packed_b, PackB, PANEL_WIDTH};
+    use super::{valid_cols, Chunk, Sizes};
+
+    /// B = the patches of one chunk: K rows (channel, t/h tap, w tap) by the chunk's columns.
+    struct Panels<'a> {
+        x: &'a [f32],
+        s: &'a Sizes,
+        /// Output columns per row (W').
+        wo: usize,
+        /// Input offset (within a channel block) of the row read by chunk row `R` (item-major)
+        /// and t/h tap: `rows[R * taps + tap]`, `usize::MAX` in the T/H padding.
+        rows: Vec<usize>,
+        /// Valid output columns `lo..hi` per w tap.
+        cols: Vec<(usize, usize)>,
+    }
+
+    /// One run of a panel's columns inside one output row, for one w tap: `count` values from
+    /// input offset `src` (within the row the t/h tap reads) go to panel column `dst`.
+    #[derive(Clone, Copy, Default)]
+    struct Run {
+        /// Chunk row (item-major) of these columns.
+        row: usize,
+        dst: usize,
+        src: usize,
+        count: usize,
+    }
+
+    impl PackB for Panels<'_> {
+        unsafe fn pack(&self, pc: usize, kc: usize, j: usize, nr: usize, dst: *mut f32) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: this GEMM path runs only where AVX-512F was detected; `dst` is the
+            // caller's kc x PANEL_WIDTH buffer.
+            unsafe {
+                self.pack_avx512(pc, kc, j, nr, dst)
+            }
+        }
+    }
+
+    impl Panels<'_> {
+        /// [`PackB::pack`], compiled for AVX-512 so the run copies inline.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn pack_avx512(&self, pc: usize, kc: usize, j: usize, nr: usize, dst: *mut f32) {
+            let s = self.s;
+            let [kt, kh, kw] = s.g.kernel;
+            let taps = kt * kh;
+            let (sw, pw) = (s.g.stride[2], s.g.pad[2]);
+            // The panel's columns split by output row, then clipped to each w tap's valid
+            // columns: runs[kk * max_runs + i].
+            let max_runs = nr.div_ceil(self.wo) + 1;
+            let mut runs = vec![Run::default(); kw * max_runs];
+            let mut n_runs = vec![0usize; kw];
+            let mut d = 0;
+            while d < nr {
+                let col = j + d;
+                let (row, w0) = (col / self.wo, col % self.wo);
+                let len = (self.wo - w0).min(nr - d);
+                for (kk, &(lo, hi)) in self.cols.iter().enumerate() {
+                    let (a, b) = (lo.clamp(w0, w0 + len), hi.clamp(w0, w0 + len));
+                    if a < b {
+                        runs[kk * max_runs + n_runs[kk]] = Run {
+                            row,
+                            dst: d + (a - w0),
+                            src: a * sw + kk - pw,
+                            count: b - a,
+                        };
+                        n_runs[kk] += 1;
+                    }
+                }
+                d += len;
+            }
+            let channel = s.b * s.t * s.h * s.w;
+            // Patch row index -> (channel, t/h tap, w tap), stepped without divisions.
+            let (kk0, rest) = (pc % kw, pc / kw);
+            let (tap0, ch0) = (rest % taps, rest / taps);
+            // The panel's rows read short runs scattered over many channel planes: touch them
+            // all first (prefetches overlap their cache misses), then copy.
+            {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                let (mut kk, mut tap, mut ch) = (kk0, tap0, ch0);
+                for _ in 0..kc {
+                    if kk == 0 {
+                        for r in &runs[..n_runs[0]] {
+                            let base = self.rows[r.row * taps + tap];
+                            if base != usize::MAX {
+                                let at = self.x.as_ptr().wrapping_add(ch * channel + base + r.src);
+                                // Prefetching never faults, whatever the address.
+                                _mm_prefetch::<_MM_HINT_T0>(at.cast());
+                                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(16).cast());
+                                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(32).cast());
+                            }
+                        }
+                    }
+                    kk += 1;
+                    if kk == kw {
+                        kk = 0;
+                        tap += 1;
+                        if tap == taps {
+                            tap = 0;
+                            ch += 1;
+                        }
+                    }
+                }
+            }
+            let (mut kk, mut tap, mut ch) = (kk0, tap0, ch0);
+            for p in 0..kc {
+                // SAFETY: row p of the kc x PANEL_WIDTH buffer the GEMM handed out.
+                let out = unsafe { dst.add(p * PANEL_WIDTH) };
+                // SAFETY: as above; runs write inside the row's first `nr` columns.
+                unsafe { zero_row(out) };
+                for r in &runs[kk * max_runs..kk * max_runs + n_runs[kk]] {
+                    let base = self.rows[r.row * taps + tap];
+                    if base == usize::MAX {
+                        continue;
+                    }
+                    let first = ch * channel + base + r.src;
+                    debug_assert!(first + (r.count - 1) * sw < self.x.len());
+                    // SAFETY: runs read inside the row `base` names (clipped to the valid
+                    // columns of tap kk), which lies in channel `ch` < C of `x` (its length is
+                    // checked in `gemm`); the destination columns lie inside the panel row.
+                    unsafe {
+                        copy_run_avx512(self.x.as_ptr().add(first), sw, r.count, out.add(r.dst))
+                    };
+                }
+                kk += 1;
+                if kk == kw {
+                    kk = 0;
+                    tap += 1;
+                    if tap == taps {
+                        tap = 0;
+                        ch += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Zeroes one PANEL_WIDTH-float panel row.
+    ///
+    /// # Safety
+    /// `row` must be valid for PANEL_WIDTH writes.
+    #[inline(always)]
+    unsafe fn zero_row(row: *mut f32) {
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::write_bytes(row, 0, PANEL_WIDTH) };
+    }
+
+    /// dst[i] = src[i * step] for i < count (count <= PANEL_WIDTH), with masked vector loads
+    /// and stores.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; `src` must be readable at the `count` strided positions and
+    /// `dst` writable for `count` floats.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn copy_run_avx512(src: *const f32, step: usize, count: usize, dst: *mut f32) {
+        use std::arch::x86_64::*;
+        let mut i = 0;
+        while i < count {
+            let n = (count - i).min(16);
+            let mask: __mmask16 = if n == 16 {
+                0xFFFF
+            } else {
+                ((1u32 << n) - 1) as u16
+            };
+            // SAFETY: lanes < n are in bounds by the caller's contract; others are masked.
+            unsafe {
+                let v = if step == 1 {
+                    _mm512_maskz_loadu_ps(mask, src.add(i))
+                } else {
+                    let lanes =
+                        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+                    let idx = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(step as i32));
+                    _mm512_mask_i32gather_ps::<4>(
+                        _mm512_setzero_ps(),
+                        mask,
+                        idx,
+                        src.add(i * step).cast(),
+                    )
+                };
+                _mm512_mask_storeu_ps(dst.add(i), mask, v);
+            }
+            i += 16;
+        }
+    }
+
+    /// See [`super::ConvElem::gemm_patches`].
+    pub(super) fn gemm(
+        m: usize,
+        (a, a_rs): (&[f32], usize),
+        x: &[f32],
+        s: &Sizes,
+        chunk: &Chunk,
+        c: *mut f32,
+        ldc: usize,
+    ) -> bool {
+        if m == 0 {
+            // A probe: report whether the path exists.
+            return super::super::sgemm::has_fast_path();
+        }
+        let k = s.k();
+        let n = chunk.ncols(s);
+        assert!(
+            m == 0 || k == 0 || (m - 1) * a_rs + k <= a.len(),
+            "GEMM: A out of bounds"
+        );
+        assert_eq!(x.len(), s.c * s.b * s.t * s.h * s.w, "conv input size");
+        let [kt, kh, kw] = s.g.kernel;
+        let [st, sh, _] = s.g.stride;
+        let [pt, ph, _] = s.g.pad;
+        let taps = kt * kh;
+        let mut rows = vec![usize::MAX; chunk.items * chunk.nrows * taps];
+        for i in 0..chunk.items {
+            let b = chunk.b0 + i;
+            for r in 0..chunk.nrows {
+                let (to, ho) = ((chunk.r0 + r) / s.ho, (chunk.r0 + r) % s.ho);
+                for ti_k in 0..kt {
+                    let Some(ti) = (to * st + ti_k).checked_sub(pt).filter(|&v| v < s.t) else {
+                        continue;
+                    };
+                    for hj in 0..kh {
+                        if let Some(hi) = (ho * sh + hj).checked_sub(ph).filter(|&v| v < s.h) {
+                            rows[(i * chunk.nrows + r) * taps + ti_k * kh + hj] =
+                                ((b * s.t + ti) * s.h + hi) * s.w;
+                        }
+                    }
+                }
+            }
+        }
+        let panels = Panels {
+            x,
+            s,
+            wo: s.wo,
+            rows,
+            cols: (0..kw).map(|kk| valid_cols(s, kk)).collect(),
+        };
+        // SAFETY: A's m rows of k elements are in bounds (asserted above); C's m rows of n
+        // columns are the caller's (the chunk's part of the output); Panels reads only input
+        // elements inside `x` (indexed slices, so any mistake panics instead).
+        unsafe { sgemm_packed_b(m, n, k, a.as_ptr(), a_rs, 1, &panels, c, ldc, false) }
+    }
+}
 
 /// Copies the patches of output rows `r0..r0 + nrows` of batch item `b` into columns
 /// `col_off..` of `cols` (K rows of length `n`). Positions in the padding read as zero.
@@ -588,6 +865,13 @@ fn gemm_split_m<T: ConvElem>(
     });
 }
 
+/// Whether the forward may pack patches straight from the input (default); the explicit
+/// patch matrix stays available for comparison (`AV_MODELS_EXPLICIT_PATCHES=1`).
+fn implicit_patches() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("AV_MODELS_EXPLICIT_PATCHES").is_none())
+}
+
 /// Whether there are too few chunks to spread across threads.
 fn few(chunks: usize) -> bool {
     chunks < 2 * rayon::current_num_threads()
@@ -595,6 +879,11 @@ fn few(chunks: usize) -> bool {
 
 /// y (O, B*T'*H'*W') = W (O, K) x patches.
 pub(crate) fn forward<T: ConvElem>(x: &[T], w: &[T], s: &Sizes) -> Vec<T> {
+    forward_with(x, w, s, implicit_patches())
+}
+
+/// [`forward`], packing patches straight from `x` when `implicit` (and the path exists).
+fn forward_with<T: ConvElem>(x: &[T], w: &[T], s: &Sizes, implicit: bool) -> Vec<T> {
     let (k, p) = (s.k(), s.cols());
     // No zero-fill: the GEMMs below overwrite every element (the chunks cover all P columns
     // and each GEMM writes all O rows of its columns); the length is set once they have.
@@ -602,13 +891,37 @@ pub(crate) fn forward<T: ConvElem>(x: &[T], w: &[T], s: &Sizes) -> Vec<T> {
     let out = SharedMut(y.as_mut_ptr());
     let chunks: Vec<Chunk> = s.tasks().into_iter().flatten().collect();
     debug_assert_eq!(chunks.iter().map(|c| c.ncols(s)).sum::<usize>(), p);
+    // Patches packed straight from x where the element type and CPU allow it (f32, AVX-512).
+    let implicit = implicit
+        && chunks
+            .first()
+            .is_some_and(|c| T::gemm_patches(0, (w, k), x, s, c, out.get(), p));
     let run = |cols: &mut Vec<T>, c: &Chunk, split: bool| {
         let n = c.ncols(s);
-        cols.resize(k * n, T::default());
-        c.gather(x, s, cols, split);
         // SAFETY: columns col_start.. + n of every output row belong to this chunk only, and
         // lie inside the O x P buffer.
         let dst = SharedMut(unsafe { out.get().add(c.col_start(s)) });
+        if implicit {
+            let block = |m0: usize, rows: usize| {
+                // SAFETY: rows m0.. of the chunk's columns, inside the O x P buffer.
+                let c_rows = unsafe { dst.get().add(m0 * p) };
+                T::gemm_patches(rows, (&w[m0 * k..], k), x, s, c, c_rows, p)
+            };
+            let done = if split {
+                let threads = rayon::current_num_threads().max(1);
+                let bl = s.o.div_ceil(threads).next_multiple_of(16).max(16);
+                (0..s.o.div_ceil(bl))
+                    .into_par_iter()
+                    .map(|i| block(i * bl, bl.min(s.o - i * bl)))
+                    .all(|ok| ok)
+            } else {
+                block(0, s.o)
+            };
+            assert!(done, "conv forward: the implicit GEMM path vanished");
+            return;
+        }
+        cols.resize(k * n, T::default());
+        c.gather(x, s, cols, split);
         if split {
             gemm_split_m(s.o, n, k, (w, k, 1), (cols, n, 1), dst, p, false);
         } else {
@@ -885,6 +1198,42 @@ mod tests {
         let xc = x.permute((1, 0, 2, 3, 4))?;
         let _ = out;
         conv3d_cm(&xc, w, g)?.permute((1, 0, 2, 3, 4))
+    }
+
+    /// Patches packed straight from the input give the same GEMM operands as the patch
+    /// matrix, so the outputs are bit-identical: strided, padded, 1x1 and full kernels, on the
+    /// one-chunk-per-thread and the few-chunks (rows split across threads) paths.
+    #[test]
+    fn implicit_patches_equal_the_patch_matrix() {
+        let cases = [
+            ([1, 7, 7], [1, 2, 2], [0, 3, 3], [3, 2, 4, 30, 26], 45),
+            ([3, 1, 1], [1, 1, 1], [1, 0, 0], [16, 3, 4, 14, 14], 40),
+            ([3, 1, 1], [2, 1, 1], [1, 0, 0], [8, 2, 5, 7, 7], 24),
+            ([1, 3, 3], [1, 2, 2], [0, 1, 1], [5, 3, 2, 15, 13], 33),
+            ([1, 1, 1], [2, 2, 2], [0, 0, 0], [6, 2, 4, 9, 9], 20),
+            ([3, 3, 3], [1, 1, 1], [1, 1, 1], [4, 8, 2, 40, 40], 70),
+            ([1, 3, 3], [1, 3, 1], [0, 2, 0], [7, 1, 1, 5, 3], 9),
+        ];
+        for (kernel, stride, pad, dims, o) in cases {
+            let g = CmGeometry {
+                kernel,
+                stride,
+                pad,
+            };
+            let s = Sizes::new(dims, o, g).expect("valid case");
+            let n: usize = dims.iter().product();
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919) % 1013) as f32 / 500.0 - 1.0)
+                .collect();
+            let w: Vec<f32> = (0..s.weight_len())
+                .map(|i| ((i * 104_729) % 997) as f32 / 400.0 - 1.2)
+                .collect();
+            let a = forward_with(&x, &w, &s, true);
+            let b = forward_with(&x, &w, &s, false);
+            assert_eq!(a.len(), b.len());
+            let same = a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(same, "{g:?} {dims:?}: implicit and explicit patches differ");
+        }
     }
 
     #[test]

@@ -154,18 +154,14 @@ fn pool_plane<T: WithDType>(xs: &[T], ys: &mut [T], args: &mut [u32], geo: &Plan
                         let start = (lo as isize + q) as usize;
                         let from = p * phase_len + start;
                         let src = &phases[from..from + (hi - lo)];
-                        // Flat input index of output column ox's tap: base + ox * sw.
-                        let base = (row as isize + p as isize + q * sw as isize) as usize;
+                        // Flat input index of output column lo + j's tap: first + j * sw.
+                        let first = row + p + start * sw;
                         let cols = best[lo..hi].iter_mut().zip(barg[lo..hi].iter_mut());
                         for (j, ((b, a), &v)) in cols.zip(src).enumerate() {
                             #[allow(clippy::eq_op)] // v != v: NaN test for any float type
                             let take = v > *b || (v != v && *b == *b);
                             *b = if take { v } else { *b };
-                            *a = if take {
-                                (base + (lo + j) * sw) as u32
-                            } else {
-                                *a
-                            };
+                            *a = if take { (first + j * sw) as u32 } else { *a };
                         }
                     }
                 }

@@ -53,12 +53,72 @@ pub unsafe fn sgemm(
     {
         if has_fast_path() {
             // SAFETY: avx512f was detected at run time; bounds are the caller's contract.
-            unsafe { avx512::gemm(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc, accumulate) };
+            unsafe {
+                let b = avx512::Strided { b, b_rs, b_cs };
+                avx512::gemm(m, n, k, a, a_rs, a_cs, &b, c, ldc, accumulate)
+            };
             return;
         }
     }
     // SAFETY: same contract as this function.
     unsafe { fallback(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc, accumulate) };
+}
+
+/// Width of the B micro-panels the fast path packs (columns of C per microkernel call).
+pub(crate) const PANEL_WIDTH: usize = NR;
+
+/// A B operand that packs its own micro-panels, so a GEMM can read B from a layout that is not a
+/// strided matrix (a convolution's patches straight from its input, with no patch matrix).
+pub(crate) trait PackB: Sync {
+    /// Writes rows `pc..pc + kc` and columns `j..j + nr` of B (`nr` <= [`PANEL_WIDTH`]) to
+    /// `dst` as `dst[p * PANEL_WIDTH + jj] = B(pc + p, j + jj)`, with zeros in columns
+    /// `nr..PANEL_WIDTH`.
+    ///
+    /// # Safety
+    /// `dst` must be valid for `kc * PANEL_WIDTH` writes.
+    unsafe fn pack(&self, pc: usize, kc: usize, j: usize, nr: usize, dst: *mut f32);
+}
+
+/// C = A·B or C += A·B like [`sgemm`], with B supplied as packed panels by `b` (B is k×n).
+/// Returns `false`, doing nothing, when this CPU has no fast path (callers then build B and
+/// use [`sgemm`]).
+///
+/// # Safety
+/// A and C as in [`sgemm`]; `b` must be able to pack every panel of its k×n extent.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm_packed_b(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: &impl PackB,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) -> bool {
+    if !has_fast_path() {
+        return false;
+    }
+    if m == 0 || n == 0 {
+        return true;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                // SAFETY: the caller guarantees row i of C (n elements) is in bounds.
+                unsafe { core::ptr::write_bytes(c.add(i * ldc), 0, n) };
+            }
+        }
+        return true;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: avx512f was detected at run time; bounds are the caller's contract.
+    unsafe {
+        avx512::gemm(m, n, k, a, a_rs, a_cs, b, c, ldc, accumulate)
+    };
+    true
 }
 
 /// True when the fast AVX-512 path is used on this CPU (runtime detection, cached).
@@ -130,7 +190,7 @@ unsafe fn fallback(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{KC, MC, MR, NC, NR};
+    use super::{PackB, KC, MC, MR, NC, NR};
     use core::arch::x86_64::*;
     use std::cell::RefCell;
 
@@ -164,6 +224,27 @@ mod avx512 {
             const { RefCell::new((Buf { data: Vec::new() }, Buf { data: Vec::new() })) };
     }
 
+    /// A strided k×n matrix: element (p, j) at `b[p * b_rs + j * b_cs]`.
+    pub(super) struct Strided {
+        pub(super) b: *const f32,
+        pub(super) b_rs: usize,
+        pub(super) b_cs: usize,
+    }
+
+    // SAFETY: only read, and only within the bounds the GEMM's caller vouched for.
+    unsafe impl Sync for Strided {}
+
+    impl PackB for Strided {
+        unsafe fn pack(&self, pc: usize, kc: usize, j: usize, nr: usize, dst: *mut f32) {
+            // SAFETY: the caller's bounds contract covers B(pc.., j..); the fast path is only
+            // taken on CPUs with avx512f.
+            unsafe {
+                let src = self.b.add(pc * self.b_rs + j * self.b_cs);
+                pack_panel::<NR>(src, self.b_cs, self.b_rs, nr, kc, dst)
+            }
+        }
+    }
+
     /// Entry point of the fast path: borrows the thread's buffers and runs the blocked loops.
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn gemm(
@@ -173,9 +254,7 @@ mod avx512 {
         a: *const f32,
         a_rs: usize,
         a_cs: usize,
-        b: *const f32,
-        b_rs: usize,
-        b_cs: usize,
+        b: &impl PackB,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
@@ -191,11 +270,7 @@ mod avx512 {
             let ap = abuf.get(a_len);
             let bp = bbuf.get(b_len);
             // SAFETY: buffers are sized for one block; avx512f is present (checked by the caller).
-            unsafe {
-                blocked(
-                    m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc, accumulate, ap, bp,
-                )
-            };
+            unsafe { blocked(m, n, k, a, a_rs, a_cs, b, c, ldc, accumulate, ap, bp) };
         };
         BUFS.with(|cell| match cell.try_borrow_mut() {
             Ok(mut bufs) => {
@@ -216,9 +291,7 @@ mod avx512 {
         a: *const f32,
         a_rs: usize,
         a_cs: usize,
-        b: *const f32,
-        b_rs: usize,
-        b_cs: usize,
+        b: &impl PackB,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
@@ -236,8 +309,7 @@ mod avx512 {
                     let mut jr = 0;
                     while jr < n {
                         let nr = NR.min(n - jr);
-                        let src = b.add(pc * b_rs + jr * b_cs);
-                        pack_panel::<NR>(src, b_cs, b_rs, nr, kc, bbuf);
+                        b.pack(pc, kc, jr, nr, bbuf);
                         run_panel(kc, abuf, m, bbuf, c.add(jr), ldc, nr, load_c);
                         jr += NR;
                     }
@@ -256,8 +328,7 @@ mod avx512 {
                     let mut jr = 0;
                     while jr < nc {
                         let nr = NR.min(nc - jr);
-                        let src = b.add(pc * b_rs + (jc + jr) * b_cs);
-                        pack_panel::<NR>(src, b_cs, b_rs, nr, kc, bbuf.add(jr * kc));
+                        b.pack(pc, kc, jc + jr, nr, bbuf.add(jr * kc));
                         jr += NR;
                     }
                     let mut ic = 0;
