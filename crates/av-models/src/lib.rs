@@ -44,6 +44,26 @@ pub use heads::{
 pub use layers::{BatchNorm, Mlp};
 pub use video::{GlobalPool, R2Plus1d, R2Plus1dConfig, VideoLayout};
 
+/// Environment variable candle 0.11 reads once, when its own worker pool starts.
+const CANDLE_SPIN_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
+/// Makes candle's worker pool park soon after each elementwise op instead of spinning.
+///
+/// candle 0.11 runs its elementwise ops on a pool of its own (next to rayon's, which runs this
+/// crate's convolutions), whose workers spin 25,000 times after every op before they sleep. On
+/// a machine with few cores that spinning takes a core from the rayon workers: a video
+/// forward+backward at batch 8 ran 7 % faster on 2 cores with a limit of 200 (see
+/// docs/performance/models.md). Sets the limit to 200 unless the variable is already set, and
+/// returns whether it did. Call it at the start of `main`, before any thread starts and before
+/// the first tensor op (the pool reads the variable once).
+pub fn limit_candle_spinning() -> bool {
+    if std::env::var_os(CANDLE_SPIN_VAR).is_some() {
+        return false;
+    }
+    std::env::set_var(CANDLE_SPIN_VAR, "200");
+    true
+}
+
 /// Number of trainable parameters (every variable except BatchNorm running statistics).
 pub fn num_trainable_params(varmap: &candle_nn::VarMap) -> usize {
     varmap
