@@ -956,20 +956,22 @@ pub(crate) fn backward<T: ConvElem>(
     let dx_ptr = SharedMut(dx.as_mut_ptr());
     let dx_len = dx.len();
     let split = few(tasks.len());
-    // One task: every chunk of it in order, accumulating into `dw`.
-    let run = |task: &Vec<Chunk>, dw: &mut Vec<T>| {
-        let (mut cols, mut dcols) = (Vec::new(), Vec::new());
+    // One task: every chunk of it in order, accumulating into `dw`. The patch buffers are the
+    // caller's, reused across its tasks: every element is overwritten before it is read (the
+    // gather writes all K x n patches, the GEMM all of dcols), so they are filled only when
+    // they grow.
+    let run = |task: &Vec<Chunk>, dw: &mut Vec<T>, (cols, dcols): &mut (Vec<T>, Vec<T>)| {
         for c in task {
             let n = c.ncols(s);
             let g = &dy[c.col_start(s)..];
             cols.resize(k * n, T::default());
-            c.gather(x, s, &mut cols, split);
+            c.gather(x, s, cols, split);
             // dW += dY_chunk (O x n, row stride P) x cols^T (n x K).
             let dwp = SharedMut(dw.as_mut_ptr());
             if split {
-                gemm_split_m(s.o, k, n, (g, p, 1), (&cols, 1, n), dwp, k, true);
+                gemm_split_m(s.o, k, n, (g, p, 1), (&cols[..], 1, n), dwp, k, true);
             } else {
-                T::gemm(s.o, k, n, (g, p, 1), (&cols, 1, n), dwp.get(), k, true);
+                T::gemm(s.o, k, n, (g, p, 1), (&cols[..], 1, n), dwp.get(), k, true);
             }
             if need_dx {
                 // dcols = W^T (K x O) x dY_chunk (O x n).
@@ -980,13 +982,14 @@ pub(crate) fn backward<T: ConvElem>(
                 } else {
                     T::gemm(k, n, s.o, (w, 1, k), (g, p, 1), dcp.get(), n, false);
                 }
-                c.scatter(&dcols, s, (dx_ptr, dx_len), split);
+                c.scatter(&dcols[..k * n], s, (dx_ptr, dx_len), split);
             }
         }
     };
     let dw = if split {
         let mut dw = vec![T::default(); s.o * k];
-        tasks.iter().for_each(|t| run(t, &mut dw));
+        let mut bufs = (Vec::new(), Vec::new());
+        tasks.iter().for_each(|t| run(t, &mut dw, &mut bufs));
         dw
     } else {
         // One fixed group of consecutive tasks per thread, summed in group order: the weight
@@ -998,7 +1001,8 @@ pub(crate) fn backward<T: ConvElem>(
             .par_chunks(per)
             .map(|group| {
                 let mut dw = vec![T::default(); s.o * k];
-                group.iter().for_each(|t| run(t, &mut dw));
+                let mut bufs = (Vec::new(), Vec::new());
+                group.iter().for_each(|t| run(t, &mut dw, &mut bufs));
                 dw
             })
             .collect();
