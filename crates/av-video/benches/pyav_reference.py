@@ -10,11 +10,12 @@ reference's sinc) and compute the 125x80 log-mel with numpy. Everything the Rust
 exactly (sinc resampling, PIL-style antialiased resize) is done more cheaply here, so the
 comparison favours PyAV.
 
-usage: pyav_reference.py FILE.mp4 [N_SAMPLES] [--moments T1,T2,...]
+usage: pyav_reference.py FILE.mp4 [N_SAMPLES] [--moments T1,T2,...] [--cycle]
 
 Moments: drawn (seeded) from --moments when given (the criterion bench prints the moments it
 samples from, so both sides decode from the same keyframe distances), else uniform in
-[0.6, D - 0.6].
+[0.6, D - 0.6]. With --cycle the given moments are taken in order, over and over, as the
+criterion bench does since session 7 (less sampling noise in the mean at GOP 250).
 """
 import random
 import sys
@@ -120,6 +121,9 @@ def sample(path, t, rng):
 def main():
     args = sys.argv[1:]
     moments = None
+    cycle = "--cycle" in args
+    if cycle:
+        args.remove("--cycle")
     if "--moments" in args:
         i = args.index("--moments")
         moments = [float(v) for v in args[i + 1].split(",")]
@@ -129,7 +133,13 @@ def main():
     with av.open(path) as c:
         d = float(c.streams.video[0].duration * c.streams.video[0].time_base)
     rng = random.Random(0)
-    pick = (lambda: rng.choice(moments)) if moments else (lambda: rng.uniform(0.6, d - 0.6))
+    if moments and cycle:
+        order = iter(range(10**9))
+        pick = lambda: moments[next(order) % len(moments)]
+    elif moments:
+        pick = lambda: rng.choice(moments)
+    else:
+        pick = lambda: rng.uniform(0.6, d - 0.6)
     for _ in range(5):  # warm-up
         sample(path, pick(), rng)
     t = time.perf_counter()
