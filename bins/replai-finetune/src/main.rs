@@ -60,7 +60,8 @@ fn main() -> Result<()> {
     // Per-sample decoding frees and reallocates megabytes; keep them (see av_audio::mem).
     av_audio::mem::keep_freed_memory();
     // candle's elementwise pool spins between ops and takes a core from the conv workers.
-    av_models::limit_candle_spinning();
+    // SAFETY: first thing in main, before any other thread exists.
+    unsafe { av_models::limit_candle_spinning() };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

@@ -201,7 +201,8 @@ criterion_group!(benches, bench);
 
 fn main() {
     // As the training binaries do (an explicit CANDLE_BARRIER_POOL_SPIN_LIMIT wins).
-    av_models::limit_candle_spinning();
+    // SAFETY: first thing in main, before any other thread exists.
+    unsafe { av_models::limit_candle_spinning() };
     if std::env::var_os("AV_MODELS_BENCH_ONESHOT").is_some() {
         if let Err(e) = oneshot() {
             eprintln!("benchmark failed: {e}");

@@ -54,9 +54,13 @@ const CANDLE_SPIN_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
 /// a machine with few cores that spinning takes a core from the rayon workers: a video
 /// forward+backward at batch 8 ran 7 % faster on 2 cores with a limit of 200 (see
 /// docs/performance/models.md). Sets the limit to 200 unless the variable is already set, and
-/// returns whether it did. Call it at the start of `main`, before any thread starts and before
-/// the first tensor op (the pool reads the variable once).
-pub fn limit_candle_spinning() -> bool {
+/// returns whether it did. Call it at the start of `main`, before the first tensor op (the pool
+/// reads the variable once).
+///
+/// # Safety
+/// It writes the process environment: no other thread may read or write the environment at
+/// the same time (call it before starting any thread).
+pub unsafe fn limit_candle_spinning() -> bool {
     if std::env::var_os(CANDLE_SPIN_VAR).is_some() {
         return false;
     }

@@ -53,6 +53,11 @@ pub struct FfmpegSource {
     audio_decoder: Option<ff::decoder::Audio>,
     /// See [`FfmpegSource::set_skip_non_reference`].
     skip_non_reference: bool,
+    /// Whether packet decode timestamps come from the container's index (MP4/MOV) rather
+    /// than being guessed by libavformat; only then may a read stop once they pass its end.
+    container_dts: bool,
+    /// The decoder's reordering depth when the current decode pass output its first frame.
+    depth_at_first_frame: Option<i32>,
 }
 
 impl std::fmt::Debug for FfmpegSource {
@@ -94,6 +99,20 @@ impl FfmpegSource {
             reason: format!("{what}: {e}"),
         };
         let input = open_input(&path, probe).map_err(|e| decode_err("cannot open container", e))?;
+        // SAFETY: the context is open; `iformat` is set by avformat_open_input.
+        let container_dts = unsafe { is_mov(input.as_ptr()) };
+        // Without probing, a stream whose header lacks a parameter (an audio stream without a
+        // channel count, say) is not eligible for `best`: probe then, as ffmpeg-next would.
+        if !probe
+            && [ff::media::Type::Video, ff::media::Type::Audio]
+                .into_iter()
+                .any(|t| {
+                    input.streams().best(t).is_none()
+                        && input.streams().any(|st| st.parameters().medium() == t)
+                })
+        {
+            return Self::open_with(path, true);
+        }
         let stream = input
             .streams()
             .best(ff::media::Type::Video)
@@ -177,6 +196,8 @@ impl FfmpegSource {
             audio_stream,
             audio_decoder: None,
             skip_non_reference: true,
+            container_dts,
+            depth_at_first_frame: None,
         })
     }
 
@@ -286,6 +307,7 @@ impl FfmpegSource {
         let tb = self.time_base;
         let start = self.start_pts;
         let mut eof = false;
+        self.depth_at_first_frame = None;
         loop {
             if !eof {
                 match packet.read(&mut self.input) {
@@ -299,9 +321,10 @@ impl FfmpegSource {
                             // wanted time, no packet still to come holds a wanted frame: drain
                             // the decoder instead of feeding it frames (often P-frames) that are
                             // only there to push the last wanted ones out of its reorder buffer.
-                            if packet
-                                .dts()
-                                .is_some_and(|dts| (dts - start) as f64 * tb > needed.last)
+                            if self.container_dts
+                                && packet
+                                    .dts()
+                                    .is_some_and(|dts| (dts - start) as f64 * tb > needed.last)
                             {
                                 eof = true;
                                 let _ = self.decoder.send_eof();
@@ -343,6 +366,9 @@ impl FfmpegSource {
             loop {
                 match self.decoder.receive_frame(&mut frame) {
                     Ok(()) => {
+                        if self.depth_at_first_frame.is_none() {
+                            self.depth_at_first_frame = Some(self.reorder_depth());
+                        }
                         let pts = frame.timestamp().or(frame.pts()).unwrap_or(start);
                         let t = (pts - start) as f64 * tb;
                         if !visit(t, &mut frame)? {
@@ -651,7 +677,6 @@ impl FfmpegSource {
     }
 }
 
-/// A new reference to `src`'s (reference-counted) picture: no pixel copy, unlike `clone`.
 /// Opens a container for reading. `avformat_find_stream_info` (which ffmpeg-next's `input`
 /// always calls) decodes the first packets of every stream to fill in codec parameters; an
 /// MP4/MOV header already declares everything this crate reads (frame size, frame rate, frame
@@ -699,17 +724,41 @@ pub(crate) fn open_input(
     }
 }
 
-/// Whether an opened MP4/MOV header already gives every parameter the sources read.
+/// Whether an open format context is the MP4/MOV demuxer.
+///
+/// # Safety
+/// `ctx` must be an open format context.
+unsafe fn is_mov(ctx: *const ff::ffi::AVFormatContext) -> bool {
+    let ctx = &*ctx;
+    !ctx.iformat.is_null()
+        && std::ffi::CStr::from_ptr((*ctx.iformat).name).to_bytes() == b"mov,mp4,m4a,3gp,3g2,mj2"
+}
+
+/// Whether an opened MP4/MOV header already gives every parameter the sources read, with at
+/// most one video and one audio stream (with several, probing informs which one is "best").
 ///
 /// # Safety
 /// `ctx` must be an open format context.
 unsafe fn header_is_complete(ctx: *const ff::ffi::AVFormatContext) -> bool {
+    if !is_mov(ctx) {
+        return false;
+    }
     let ctx = &*ctx;
-    let name = std::ffi::CStr::from_ptr((*ctx.iformat).name).to_bytes();
-    if name != b"mov,mp4,m4a,3gp,3g2,mj2" || ctx.nb_streams == 0 {
+    if ctx.nb_streams == 0 {
         return false;
     }
     let streams = std::slice::from_raw_parts(ctx.streams, ctx.nb_streams as usize);
+    let count = |t: ff::ffi::AVMediaType| {
+        streams
+            .iter()
+            .filter(|&&st| (*(*st).codecpar).codec_type == t)
+            .count()
+    };
+    if count(ff::ffi::AVMediaType::AVMEDIA_TYPE_VIDEO) > 1
+        || count(ff::ffi::AVMediaType::AVMEDIA_TYPE_AUDIO) > 1
+    {
+        return false;
+    }
     streams.iter().all(|&st| {
         let st = &*st;
         let par = &*st.codecpar;
@@ -741,6 +790,7 @@ struct Needed<'a> {
     last: f64,
 }
 
+/// A new reference to `src`'s (reference-counted) picture: no pixel copy, unlike `clone`.
 fn frame_ref(src: &ff::frame::Video) -> ff::frame::Video {
     let mut dst = ff::frame::Video::empty();
     // SAFETY: both pointers are valid AVFrames; av_frame_ref only adds buffer references and
@@ -825,24 +875,7 @@ impl VideoSource for FfmpegSource {
 
     fn read_frames(&mut self, t0_s: f64, t1_s: f64) -> Result<Vec<Frame>, VideoError> {
         check_window(&self.name, t0_s, t1_s, self.meta.duration_s)?;
-        self.demux_only(self.stream_index);
-        self.seek_before(t0_s)?;
-        let mut scaler = None;
-        let mut kept: Vec<(f64, ff::frame::Video)> = Vec::new();
-        self.decode_forward(|t, f| {
-            if t > t1_s + PTS_EPS {
-                return Ok(false);
-            }
-            if t >= t0_s - PTS_EPS {
-                let mut owned = ff::frame::Video::empty();
-                std::mem::swap(&mut owned, f);
-                kept.push((t, owned));
-            }
-            Ok(true)
-        })?;
-        kept.iter()
-            .map(|(t, f)| self.to_rgb(&mut scaler, f, *t))
-            .collect()
+        self.until_reorder_depth_settles(|src| src.read_window(t0_s, t1_s))
     }
 
     fn read_audio(&mut self) -> Result<Option<(Vec<f32>, u32)>, VideoError> {
@@ -896,20 +929,72 @@ impl VideoSource for FfmpegSource {
                 duration_s: self.meta.duration_s,
             });
         }
-        if self.skip_non_reference {
-            if let Some(frames) = self.read_frames_at_skipping(times_s, true)? {
-                return Ok(frames);
+        self.until_reorder_depth_settles(|src| {
+            if src.skip_non_reference {
+                if let Some(frames) = src.read_frames_at_skipping(times_s, true)? {
+                    return Ok(frames);
+                }
             }
-        }
-        // A frame farther than half a period from its time was picked (a gap in the stream):
-        // a skipped frame might have been nearer, so decode everything.
-        Ok(self
-            .read_frames_at_skipping(times_s, false)?
-            .unwrap_or_default())
+            // A frame farther than half a period from its time was picked (a gap in the
+            // stream): a skipped frame might have been nearer, so decode everything.
+            Ok(src
+                .read_frames_at_skipping(times_s, false)?
+                .unwrap_or_default())
+        })
     }
 }
 
 impl FfmpegSource {
+    /// Every frame whose time falls in `[t0_s, t1_s]`, in one seek and decode pass.
+    fn read_window(&mut self, t0_s: f64, t1_s: f64) -> Result<Vec<Frame>, VideoError> {
+        self.demux_only(self.stream_index);
+        self.seek_before(t0_s)?;
+        let mut scaler = None;
+        let mut kept: Vec<(f64, ff::frame::Video)> = Vec::new();
+        self.decode_forward(|t, f| {
+            if t > t1_s + PTS_EPS {
+                return Ok(false);
+            }
+            if t >= t0_s - PTS_EPS {
+                let mut owned = ff::frame::Video::empty();
+                std::mem::swap(&mut owned, f);
+                kept.push((t, owned));
+            }
+            Ok(true)
+        })?;
+        kept.iter()
+            .map(|(t, f)| self.to_rgb(&mut scaler, f, *t))
+            .collect()
+    }
+
+    /// The decoder's current frame-reordering depth (`has_b_frames`).
+    fn reorder_depth(&self) -> i32 {
+        // SAFETY: the codec context is open for the lifetime of `self.decoder`.
+        unsafe { (*self.decoder.as_ptr()).has_b_frames }
+    }
+
+    /// Runs a read again while the decoder's reordering depth grew after its last decode pass
+    /// had output a frame.
+    ///
+    /// An H.264 decoder that meets a frame more out of order than its depth allows (the
+    /// stream's parameter sets do not bound the reordering, and the container's estimate, or
+    /// the probe's, was short) raises the depth and drops that frame, so such a pass may miss
+    /// a frame. Reading again with the larger depth is exact. A raise before the first output
+    /// (the parameter sets' own bound, applied at the first slice) drops nothing.
+    fn until_reorder_depth_settles<R>(
+        &mut self,
+        mut read: impl FnMut(&mut Self) -> Result<R, VideoError>,
+    ) -> Result<R, VideoError> {
+        for _ in 0..4 {
+            let result = read(self)?;
+            match self.depth_at_first_frame {
+                Some(d) if self.reorder_depth() > d => continue,
+                _ => return Ok(result),
+            }
+        }
+        Err(self.decode_err("the decoder's frame-reordering depth kept growing"))
+    }
+
     /// Nearest frames to ascending `times_s`. With `skip`, non-reference frames farther than
     /// half a frame period from every requested time are not decoded; then `None` is returned
     /// if some pick lies farther than that from its time, since a skipped frame could have been
@@ -988,6 +1073,9 @@ impl FfmpegSource {
                     picks.push(pending.len() - 1);
                     j += 1;
                 }
+                // In the skipping read, decoding may have stopped early (or skipped the frame
+                // that was nearest); only the full read may report a frame missing.
+                _ if skip => return Ok(None),
                 _ => {
                     return Err(VideoError::NoFramesInWindow {
                         source_name: self.name.clone(),
@@ -1067,6 +1155,15 @@ mod tests {
             for (x, y) in a.iter().zip(&b) {
                 assert_eq!(x.pts_s, y.pts_s, "{name}");
                 assert!(x.image == y.image, "{name}: frame at {} differs", x.pts_s);
+            }
+            // The x264 fixtures bound their reordering in the parameter sets: no read may have
+            // needed a second pass (the depth never grows after a pass's first frame).
+            for src in [&fast, &probed] {
+                assert_eq!(
+                    src.depth_at_first_frame,
+                    Some(src.reorder_depth()),
+                    "{name}"
+                );
             }
             assert_eq!(
                 fast.read_audio_window(0.4, d - 0.3).unwrap(),
