@@ -403,19 +403,50 @@ impl_conv_elem!(f64, copy_strided_body, add_strided_body);
 /// is never written and read back (the gather pass and its copies were a fifth of a forward).
 mod patches {
     use super::super::sgemm::{sgemm_packed_b, PackB, PANEL_WIDTH};
-    use super::{valid_cols, Chunk, Sizes};
+    use super::{row_table, valid_cols, Chunk, Sizes};
 
     /// B = the patches of one chunk: K rows (channel, t/h tap, w tap) by the chunk's columns.
     struct Panels<'a> {
         x: &'a [f32],
         s: &'a Sizes,
-        /// Output columns per row (W').
-        wo: usize,
         /// Input offset (within a channel block) of the row read by chunk row `R` (item-major)
         /// and t/h tap: `rows[R * taps + tap]`, `usize::MAX` in the T/H padding.
         rows: Vec<usize>,
-        /// Valid output columns `lo..hi` per w tap.
-        cols: Vec<(usize, usize)>,
+        /// Every panel's runs, built once per chunk (each panel is packed once per depth
+        /// block): `runs[spans[panel * kw + kk].0..spans[panel * kw + kk].1]` for w tap kk.
+        runs: Vec<Run>,
+        spans: Vec<(usize, usize)>,
+    }
+
+    /// A patch row index as (channel, t/h tap, w tap), stepped without divisions.
+    #[derive(Clone, Copy)]
+    struct PatchRow {
+        ch: usize,
+        tap: usize,
+        kk: usize,
+    }
+
+    impl PatchRow {
+        fn new(k: usize, taps: usize, kw: usize) -> Self {
+            let rest = k / kw;
+            Self {
+                ch: rest / taps,
+                tap: rest % taps,
+                kk: k % kw,
+            }
+        }
+
+        fn step(&mut self, taps: usize, kw: usize) {
+            self.kk += 1;
+            if self.kk == kw {
+                self.kk = 0;
+                self.tap += 1;
+                if self.tap == taps {
+                    self.tap = 0;
+                    self.ch += 1;
+                }
+            }
+        }
     }
 
     /// One run of a panel's columns inside one output row, for one w tap: `count` values from
@@ -430,64 +461,46 @@ mod patches {
     }
 
     impl PackB for Panels<'_> {
-        unsafe fn pack(&self, pc: usize, kc: usize, j: usize, nr: usize, dst: *mut f32) {
+        unsafe fn pack(&self, pc: usize, kc: usize, j: usize, _nr: usize, dst: *mut f32) {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: this GEMM path runs only where AVX-512F was detected; `dst` is the
             // caller's kc x PANEL_WIDTH buffer.
             unsafe {
-                self.pack_avx512(pc, kc, j, nr, dst)
+                self.pack_avx512(pc, kc, j, dst)
             }
         }
     }
 
     impl Panels<'_> {
-        /// [`PackB::pack`], compiled for AVX-512 so the run copies inline.
+        /// [`PackB::pack`], compiled for AVX-512 so the run copies inline. The panel's width is
+        /// implied by `j` (its runs were built for it).
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f")]
-        unsafe fn pack_avx512(&self, pc: usize, kc: usize, j: usize, nr: usize, dst: *mut f32) {
+        unsafe fn pack_avx512(&self, pc: usize, kc: usize, j: usize, dst: *mut f32) {
             let s = self.s;
             let [kt, kh, kw] = s.g.kernel;
             let taps = kt * kh;
-            let (sw, pw) = (s.g.stride[2], s.g.pad[2]);
-            // The panel's columns split by output row, then clipped to each w tap's valid
-            // columns: runs[kk * max_runs + i].
-            let max_runs = nr.div_ceil(self.wo) + 1;
-            let mut runs = vec![Run::default(); kw * max_runs];
-            let mut n_runs = vec![0usize; kw];
-            let mut d = 0;
-            while d < nr {
-                let col = j + d;
-                let (row, w0) = (col / self.wo, col % self.wo);
-                let len = (self.wo - w0).min(nr - d);
-                for (kk, &(lo, hi)) in self.cols.iter().enumerate() {
-                    let (a, b) = (lo.clamp(w0, w0 + len), hi.clamp(w0, w0 + len));
-                    if a < b {
-                        runs[kk * max_runs + n_runs[kk]] = Run {
-                            row,
-                            dst: d + (a - w0),
-                            src: a * sw + kk - pw,
-                            count: b - a,
-                        };
-                        n_runs[kk] += 1;
-                    }
-                }
-                d += len;
-            }
+            let sw = s.g.stride[2];
+            debug_assert_eq!(j % PANEL_WIDTH, 0);
+            let panel = j / PANEL_WIDTH * kw;
+            let runs = |kk: usize| {
+                let (a, b) = self.spans[panel + kk];
+                &self.runs[a..b]
+            };
             let channel = s.b * s.t * s.h * s.w;
-            // Patch row index -> (channel, t/h tap, w tap), stepped without divisions.
-            let (kk0, rest) = (pc % kw, pc / kw);
-            let (tap0, ch0) = (rest % taps, rest / taps);
+            let first_row = PatchRow::new(pc, taps, kw);
             // The panel's rows read short runs scattered over many channel planes: touch them
             // all first (prefetches overlap their cache misses), then copy.
             {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                let (mut kk, mut tap, mut ch) = (kk0, tap0, ch0);
+                let mut k = first_row;
                 for _ in 0..kc {
-                    if kk == 0 {
-                        for r in &runs[..n_runs[0]] {
-                            let base = self.rows[r.row * taps + tap];
+                    if k.kk == 0 {
+                        for r in runs(0) {
+                            let base = self.rows[r.row * taps + k.tap];
                             if base != usize::MAX {
-                                let at = self.x.as_ptr().wrapping_add(ch * channel + base + r.src);
+                                let at =
+                                    self.x.as_ptr().wrapping_add(k.ch * channel + base + r.src);
                                 // Prefetching never faults, whatever the address.
                                 _mm_prefetch::<_MM_HINT_T0>(at.cast());
                                 _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(16).cast());
@@ -495,29 +508,21 @@ mod patches {
                             }
                         }
                     }
-                    kk += 1;
-                    if kk == kw {
-                        kk = 0;
-                        tap += 1;
-                        if tap == taps {
-                            tap = 0;
-                            ch += 1;
-                        }
-                    }
+                    k.step(taps, kw);
                 }
             }
-            let (mut kk, mut tap, mut ch) = (kk0, tap0, ch0);
+            let mut k = first_row;
             for p in 0..kc {
                 // SAFETY: row p of the kc x PANEL_WIDTH buffer the GEMM handed out.
                 let out = unsafe { dst.add(p * PANEL_WIDTH) };
                 // SAFETY: as above; runs write inside the row's first `nr` columns.
                 unsafe { zero_row(out) };
-                for r in &runs[kk * max_runs..kk * max_runs + n_runs[kk]] {
-                    let base = self.rows[r.row * taps + tap];
+                for r in runs(k.kk) {
+                    let base = self.rows[r.row * taps + k.tap];
                     if base == usize::MAX {
                         continue;
                     }
-                    let first = ch * channel + base + r.src;
+                    let first = k.ch * channel + base + r.src;
                     debug_assert!(first + (r.count - 1) * sw < self.x.len());
                     // SAFETY: runs read inside the row `base` names (clipped to the valid
                     // columns of tap kk), which lies in channel `ch` < C of `x` (its length is
@@ -526,17 +531,42 @@ mod patches {
                         copy_run_avx512(self.x.as_ptr().add(first), sw, r.count, out.add(r.dst))
                     };
                 }
-                kk += 1;
-                if kk == kw {
-                    kk = 0;
-                    tap += 1;
-                    if tap == taps {
-                        tap = 0;
-                        ch += 1;
-                    }
-                }
+                k.step(taps, kw);
             }
         }
+    }
+
+    /// The runs of every PANEL_WIDTH-column panel of `n` chunk columns (rows of `wo` columns):
+    /// each panel's columns split by output row, then clipped to each w tap's valid columns.
+    fn panel_runs(s: &Sizes, n: usize) -> (Vec<Run>, Vec<(usize, usize)>) {
+        let kw = s.g.kernel[2];
+        let (sw, pw, wo) = (s.g.stride[2], s.g.pad[2], s.wo);
+        let cols: Vec<(usize, usize)> = (0..kw).map(|kk| valid_cols(s, kk)).collect();
+        let (mut runs, mut spans) = (Vec::new(), Vec::new());
+        for j in (0..n).step_by(PANEL_WIDTH) {
+            let nr = PANEL_WIDTH.min(n - j);
+            for (kk, &(lo, hi)) in cols.iter().enumerate() {
+                let from = runs.len();
+                let mut d = 0;
+                while d < nr {
+                    let col = j + d;
+                    let (row, w0) = (col / wo, col % wo);
+                    let len = (wo - w0).min(nr - d);
+                    let (a, b) = (lo.clamp(w0, w0 + len), hi.clamp(w0, w0 + len));
+                    if a < b {
+                        runs.push(Run {
+                            row,
+                            dst: d + (a - w0),
+                            src: a * sw + kk - pw,
+                            count: b - a,
+                        });
+                    }
+                    d += len;
+                }
+                spans.push((from, runs.len()));
+            }
+        }
+        (runs, spans)
     }
 
     /// Zeroes one PANEL_WIDTH-float panel row.
@@ -610,34 +640,19 @@ mod patches {
             "GEMM: A out of bounds"
         );
         assert_eq!(x.len(), s.c * s.b * s.t * s.h * s.w, "conv input size");
-        let [kt, kh, kw] = s.g.kernel;
-        let [st, sh, _] = s.g.stride;
-        let [pt, ph, _] = s.g.pad;
-        let taps = kt * kh;
-        let mut rows = vec![usize::MAX; chunk.items * chunk.nrows * taps];
-        for i in 0..chunk.items {
-            let b = chunk.b0 + i;
-            for r in 0..chunk.nrows {
-                let (to, ho) = ((chunk.r0 + r) / s.ho, (chunk.r0 + r) % s.ho);
-                for ti_k in 0..kt {
-                    let Some(ti) = (to * st + ti_k).checked_sub(pt).filter(|&v| v < s.t) else {
-                        continue;
-                    };
-                    for hj in 0..kh {
-                        if let Some(hi) = (ho * sh + hj).checked_sub(ph).filter(|&v| v < s.h) {
-                            rows[(i * chunk.nrows + r) * taps + ti_k * kh + hj] =
-                                ((b * s.t + ti) * s.h + hi) * s.w;
-                        }
-                    }
-                }
-            }
+        let taps = s.g.kernel[0] * s.g.kernel[1];
+        let per_item = chunk.nrows * taps;
+        let mut rows = vec![usize::MAX; chunk.items * per_item];
+        for (i, table) in rows.chunks_exact_mut(per_item.max(1)).enumerate() {
+            row_table(s, chunk.b0 + i, (chunk.r0, chunk.nrows), table);
         }
+        let (runs, spans) = panel_runs(s, n);
         let panels = Panels {
             x,
             s,
-            wo: s.wo,
             rows,
-            cols: (0..kw).map(|kk| valid_cols(s, kk)).collect(),
+            runs,
+            spans,
         };
         // SAFETY: A's m rows of k elements are in bounds (asserted above); C's m rows of n
         // columns are the caller's (the chunk's part of the output); Panels reads only input
@@ -722,25 +737,10 @@ fn for_each_run(
     mut f: impl FnMut(usize, usize, usize, Option<(usize, usize)>),
 ) {
     let [kt, kh, kw] = s.g.kernel;
-    let [st, sh, sw] = s.g.stride;
-    let [pt, ph, _] = s.g.pad;
+    let sw = s.g.stride[2];
     let taps = kt * kh;
-    // Offset (within one channel's (B, T, H, W) block) of the input row read by output row r
-    // and temporal/vertical tap (i, j); usize::MAX in the padding.
     let mut table = vec![usize::MAX; nrows * taps];
-    for r in 0..nrows {
-        let (to, ho) = ((r0 + r) / s.ho, (r0 + r) % s.ho);
-        for i in 0..kt {
-            let Some(ti) = (to * st + i).checked_sub(pt).filter(|&v| v < s.t) else {
-                continue;
-            };
-            for j in 0..kh {
-                if let Some(hi) = (ho * sh + j).checked_sub(ph).filter(|&v| v < s.h) {
-                    table[r * taps + i * kh + j] = ((b * s.t + ti) * s.h + hi) * s.w;
-                }
-            }
-        }
-    }
+    row_table(s, b, (r0, nrows), &mut table);
     let channel = s.b * s.t * s.h * s.w;
     let whole_row = |kk: usize| sw == 1 && s.wo == s.w && valid_cols(s, kk) == (0, s.wo);
     let mut k = 0;
@@ -768,6 +768,30 @@ fn for_each_run(
                     r = e;
                 }
                 k += 1;
+            }
+        }
+    }
+}
+
+/// Fills `table[r * taps + i * kh + j]` (`nrows * kt * kh` entries) with the offset, within
+/// one channel's (B, T, H, W) block, of the input row that output row `r0 + r` of batch item
+/// `b` reads at temporal/vertical tap (i, j); `usize::MAX` in the T/H padding.
+fn row_table(s: &Sizes, b: usize, (r0, nrows): (usize, usize), table: &mut [usize]) {
+    let [kt, kh, _] = s.g.kernel;
+    let [st, sh, _] = s.g.stride;
+    let [pt, ph, _] = s.g.pad;
+    let taps = kt * kh;
+    table[..nrows * taps].fill(usize::MAX);
+    for r in 0..nrows {
+        let (to, ho) = ((r0 + r) / s.ho, (r0 + r) % s.ho);
+        for i in 0..kt {
+            let Some(ti) = (to * st + i).checked_sub(pt).filter(|&v| v < s.t) else {
+                continue;
+            };
+            for j in 0..kh {
+                if let Some(hi) = (ho * sh + j).checked_sub(ph).filter(|&v| v < s.h) {
+                    table[r * taps + i * kh + j] = ((b * s.t + ti) * s.h + hi) * s.w;
+                }
             }
         }
     }

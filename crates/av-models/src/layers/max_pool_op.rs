@@ -368,48 +368,18 @@ mod tests {
 
     #[test]
     fn vector_pool_matches_the_per_output_scan() {
+        let g = |kernel, stride, pad| Pool3 {
+            kernel,
+            stride,
+            pad,
+        };
         let cases: [([usize; 4], Pool3); 5] = [
             // The R(2+1)D stem: (1,3,3) / (1,2,2) / (0,1,1).
-            (
-                [3, 2, 9, 12],
-                Pool3 {
-                    kernel: [1, 3, 3],
-                    stride: [1, 2, 2],
-                    pad: [0, 1, 1],
-                },
-            ),
-            (
-                [2, 5, 7, 11],
-                Pool3 {
-                    kernel: [3, 3, 3],
-                    stride: [2, 2, 2],
-                    pad: [1, 1, 1],
-                },
-            ),
-            (
-                [2, 1, 6, 8],
-                Pool3 {
-                    kernel: [1, 2, 2],
-                    stride: [1, 2, 2],
-                    pad: [0, 0, 0],
-                },
-            ),
-            (
-                [1, 4, 5, 17],
-                Pool3 {
-                    kernel: [2, 1, 4],
-                    stride: [1, 1, 3],
-                    pad: [1, 0, 2],
-                },
-            ),
-            (
-                [2, 1, 1, 5],
-                Pool3 {
-                    kernel: [1, 1, 5],
-                    stride: [1, 1, 1],
-                    pad: [0, 0, 2],
-                },
-            ),
+            ([3, 2, 9, 12], g([1, 3, 3], [1, 2, 2], [0, 1, 1])),
+            ([2, 5, 7, 11], g([3, 3, 3], [2, 2, 2], [1, 1, 1])),
+            ([2, 1, 6, 8], g([1, 2, 2], [1, 2, 2], [0, 0, 0])),
+            ([1, 4, 5, 17], g([2, 1, 4], [1, 1, 3], [1, 0, 2])),
+            ([2, 1, 1, 5], g([1, 1, 5], [1, 1, 1], [0, 0, 2])),
         ];
         for (k, (dims, g)) in cases.into_iter().enumerate() {
             let out: Vec<usize> = (0..3)

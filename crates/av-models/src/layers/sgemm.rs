@@ -37,16 +37,8 @@ pub unsafe fn sgemm(
     ldc: usize,
     accumulate: bool,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                // SAFETY: the caller guarantees row i of C (n elements) is in bounds.
-                unsafe { core::ptr::write_bytes(c.add(i * ldc), 0, n) };
-            }
-        }
+    // SAFETY: C's bounds are the caller's contract.
+    if unsafe { trivial(m, n, k, c, ldc, accumulate) } {
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -62,6 +54,27 @@ pub unsafe fn sgemm(
     }
     // SAFETY: same contract as this function.
     unsafe { fallback(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc, accumulate) };
+}
+
+/// Handles the empty products (no rows, columns or depth: C = 0 unless accumulating) and
+/// returns whether it did.
+///
+/// # Safety
+/// Rows `0..m` of C (`n` elements each, `ldc` apart) must be writable.
+unsafe fn trivial(m: usize, n: usize, k: usize, c: *mut f32, ldc: usize, accumulate: bool) -> bool {
+    if m == 0 || n == 0 {
+        return true;
+    }
+    if k > 0 {
+        return false;
+    }
+    if !accumulate {
+        for i in 0..m {
+            // SAFETY: the caller guarantees row i of C (n elements) is in bounds.
+            unsafe { core::ptr::write_bytes(c.add(i * ldc), 0, n) };
+        }
+    }
+    true
 }
 
 /// Width of the B micro-panels the fast path packs (columns of C per microkernel call).
@@ -101,16 +114,8 @@ pub(crate) unsafe fn sgemm_packed_b(
     if !has_fast_path() {
         return false;
     }
-    if m == 0 || n == 0 {
-        return true;
-    }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                // SAFETY: the caller guarantees row i of C (n elements) is in bounds.
-                unsafe { core::ptr::write_bytes(c.add(i * ldc), 0, n) };
-            }
-        }
+    // SAFETY: C's bounds are the caller's contract.
+    if unsafe { trivial(m, n, k, c, ldc, accumulate) } {
         return true;
     }
     #[cfg(target_arch = "x86_64")]
