@@ -86,6 +86,22 @@ impl Sizes {
         [self.o, self.b, self.to, self.ho, self.wo]
     }
 
+    /// The convolution whose forward pass is this one's input gradient, when there is one of
+    /// the same kind: for stride 1 the gradient is the output gradient convolved with the
+    /// flipped, transposed kernel under padding k - 1 - p, which gives back the input size.
+    pub(crate) fn transposed(&self) -> Option<Self> {
+        if self.g.stride != [1, 1, 1] || (0..3).any(|i| self.g.pad[i] >= self.g.kernel[i]) {
+            return None;
+        }
+        let g = CmGeometry {
+            kernel: self.g.kernel,
+            stride: [1, 1, 1],
+            pad: std::array::from_fn(|i| self.g.kernel[i] - 1 - self.g.pad[i]),
+        };
+        let t = Self::new(self.out_dims(), self.c, g)?;
+        (t.out_dims() == [self.c, self.b, self.t, self.h, self.w]).then_some(t)
+    }
+
     /// Elements of the weight.
     pub(crate) fn weight_len(&self) -> usize {
         self.o * self.k()
@@ -967,7 +983,66 @@ fn forward_with<T: ConvElem>(x: &[T], w: &[T], s: &Sizes, implicit: bool) -> Vec
 }
 
 /// (dx, dw) from the output gradient `dy` (O, P); dx is empty unless `need_dx`.
+///
+/// Where the convolution has a [`Sizes::transposed`] twin, dx is that twin's forward pass over
+/// `dy` (an implicit GEMM with depth O * taps, written straight into dx); otherwise dx comes
+/// from W^T dY patch gradients scattered back (col2im), whose GEMM has depth O only and whose
+/// scatter is an extra pass over K x P values.
 pub(crate) fn backward<T: ConvElem>(
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    s: &Sizes,
+    need_dx: bool,
+) -> (Vec<T>, Vec<T>) {
+    // Small maps keep the scatter: flipping the weight costs O * K moves, which a GEMM over
+    // few columns does not repay.
+    let twin = (need_dx && s.cols() >= 256 && !scatter_dx())
+        .then(|| s.transposed())
+        .flatten();
+    match twin {
+        Some(t) => {
+            let dx = forward(dy, &flip_transpose(w, s), &t);
+            let (_, dw) = backward_scatter(x, w, dy, s, false);
+            (dx, dw)
+        }
+        None => backward_scatter(x, w, dy, s, need_dx),
+    }
+}
+
+/// Whether the input gradient always takes the col2im scatter path, for comparison
+/// (`AV_MODELS_SCATTER_DX=1`).
+fn scatter_dx() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("AV_MODELS_SCATTER_DX").is_some())
+}
+
+/// The weight of [`Sizes::transposed`]: (C, O, kt, kh, kw) with every kernel axis reversed.
+fn flip_transpose<T: Copy + Default + Send + Sync>(w: &[T], s: &Sizes) -> Vec<T> {
+    let taps: usize = s.g.kernel.iter().product();
+    let row = s.o * taps;
+    let mut out = vec![T::default(); w.len()];
+    // Blocks of input channels: for each o the block's taps are one contiguous read of w,
+    // written to one short run in each of the block's output rows.
+    const BLOCK: usize = 16;
+    out.par_chunks_mut(BLOCK * row)
+        .enumerate()
+        .for_each(|(blk, rows)| {
+            let c0 = blk * BLOCK;
+            let n = rows.len() / row.max(1);
+            for o in 0..s.o {
+                let src = &w[(o * s.c + c0) * taps..][..n * taps];
+                for (i, taps_in) in src.chunks_exact(taps).enumerate() {
+                    let dst = &mut rows[i * row + o * taps..][..taps];
+                    dst.iter_mut().zip(taps_in.iter().rev()).for_each(|(d, v)| *d = *v);
+                }
+            }
+        });
+    out
+}
+
+/// [`backward`] with dx (if `need_dx`) from scattered patch gradients.
+fn backward_scatter<T: ConvElem>(
     x: &[T],
     w: &[T],
     dy: &[T],
@@ -1278,6 +1353,8 @@ mod tests {
             ([1, 3, 3], [1, 1, 1], [0, 1, 1], (1, 2, 1, 40, 33)),
             // Enough chunks for the one-chunk-per-thread paths.
             ([3, 3, 3], [1, 1, 1], [1, 1, 1], (8, 3, 2, 40, 40)),
+            // Stride 1 with uneven padding: the transposed convolution pads 2, 0 and 1.
+            ([3, 3, 3], [1, 1, 1], [0, 2, 1], (2, 3, 4, 10, 12)),
         ];
         for (kernel, stride, pad, (b, c, t, h, wd)) in cases {
             let g = CmGeometry {
@@ -1323,6 +1400,37 @@ mod tests {
 
     /// The weight gradient sums per-task partials; the sum must not depend on which worker
     /// happened to pick up which task, or seeded training runs would differ.
+    #[test]
+    fn transposed_input_gradient_equals_the_scattered_one() {
+        // (kernel, pad, input (C, B, T, H, W), O): stride 1, every padding from 0 to k - 1.
+        let cases = [
+            ([1, 3, 3], [0, 1, 1], [3, 2, 2, 12, 14], 5),
+            ([3, 1, 1], [1, 0, 0], [4, 2, 6, 9, 8], 3),
+            ([3, 3, 3], [0, 2, 1], [2, 2, 4, 10, 12], 4),
+            ([1, 1, 1], [0, 0, 0], [6, 2, 2, 11, 13], 7),
+        ];
+        for (kernel, pad, dims, o) in cases {
+            let g = CmGeometry {
+                kernel,
+                stride: [1, 1, 1],
+                pad,
+            };
+            let s = Sizes::new(dims, o, g).expect("sizes");
+            let t = s.transposed().expect("stride 1 has a twin");
+            assert_eq!(t.out_dims(), dims);
+            assert!(s.cols() >= 256, "{kernel:?}: too small for the twin path");
+            let val = |i: usize, m: usize| ((i * m) % 1009) as f64 / 1009.0 - 0.5;
+            let x: Vec<f64> = (0..dims.iter().product()).map(|i| val(i, 7919)).collect();
+            let w: Vec<f64> = (0..s.weight_len()).map(|i| val(i, 104_729)).collect();
+            let dy: Vec<f64> = (0..o * s.cols()).map(|i| val(i, 3571)).collect();
+            let (dx, dw) = backward(&x, &w, &dy, &s, true);
+            let (dx_ref, dw_ref) = backward_scatter(&x, &w, &dy, &s, true);
+            assert_eq!(dw, dw_ref, "{kernel:?}: weight gradient");
+            let err = dx.iter().zip(&dx_ref).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            assert!(err < 1e-12, "{kernel:?}: input gradient differs by {err}");
+        }
+    }
+
     #[test]
     fn gradients_are_bit_reproducible() -> Result<()> {
         let dev = Device::Cpu;
