@@ -278,6 +278,19 @@ pub(crate) trait ConvElem:
     ) -> bool {
         false
     }
+    /// dW (m x K, row stride K) += dY (m x ncols, row stride `ld`) x the chunk's patches^T,
+    /// with the patches packed straight from `x`. Returns `false`, doing nothing, where the
+    /// element type or CPU has no such path (`m == 0` only asks).
+    fn gemm_dw_patches(
+        _m: usize,
+        _dy: (&[Self], usize),
+        _x: &[Self],
+        _s: &Sizes,
+        _chunk: &Chunk,
+        _dw: *mut Self,
+    ) -> bool {
+        false
+    }
     /// C (m x n, row stride `ldc`) = or += A (m x k) B (k x n) with arbitrary strides.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
@@ -361,6 +374,17 @@ macro_rules! impl_conv_elem {
             ) -> bool {
                 $patches::gemm(m, (a, a_rs), x, s, chunk, c, ldc)
             }
+
+            fn gemm_dw_patches(
+                m: usize,
+                dy: (&[Self], usize),
+                x: &[Self],
+                s: &Sizes,
+                chunk: &Chunk,
+                dw: *mut Self,
+            ) -> bool {
+                $patches::gemm_dw(m, dy, x, s, chunk, dw)
+            }
             )?
 
             fn copy_strided(src: &[Self], step: usize, dst: &mut [Self]) {
@@ -418,6 +442,8 @@ impl_conv_elem!(f64, copy_strided_body, add_strided_body);
 /// hundred patch rows by 32 output columns) is gathered straight from `x`, so the patch matrix
 /// is never written and read back (the gather pass and its copies were a fifth of a forward).
 mod patches {
+    #[cfg(target_arch = "x86_64")]
+    use super::super::sgemm::transpose_panel;
     use super::super::sgemm::{sgemm_packed_b, PackB, PANEL_WIDTH};
     use super::{row_table, valid_cols, Chunk, Sizes};
 
@@ -474,6 +500,28 @@ mod patches {
         dst: usize,
         src: usize,
         count: usize,
+    }
+
+    impl<'a> Panels<'a> {
+        /// The patches of `chunk` (built once per chunk: the GEMM packs each panel once per
+        /// depth block).
+        fn new(x: &'a [f32], s: &'a Sizes, chunk: &Chunk) -> Self {
+            assert_eq!(x.len(), s.c * s.b * s.t * s.h * s.w, "conv input size");
+            let taps = s.g.kernel[0] * s.g.kernel[1];
+            let per_item = chunk.nrows * taps;
+            let mut rows = vec![usize::MAX; chunk.items * per_item];
+            for (i, table) in rows.chunks_exact_mut(per_item.max(1)).enumerate() {
+                row_table(s, chunk.b0 + i, (chunk.r0, chunk.nrows), table);
+            }
+            let (runs, spans) = panel_runs(s, chunk.ncols(s));
+            Self {
+                x,
+                s,
+                rows,
+                runs,
+                spans,
+            }
+        }
     }
 
     impl PackB for Panels<'_> {
@@ -655,25 +703,75 @@ mod patches {
             m == 0 || k == 0 || (m - 1) * a_rs + k <= a.len(),
             "GEMM: A out of bounds"
         );
-        assert_eq!(x.len(), s.c * s.b * s.t * s.h * s.w, "conv input size");
-        let taps = s.g.kernel[0] * s.g.kernel[1];
-        let per_item = chunk.nrows * taps;
-        let mut rows = vec![usize::MAX; chunk.items * per_item];
-        for (i, table) in rows.chunks_exact_mut(per_item.max(1)).enumerate() {
-            row_table(s, chunk.b0 + i, (chunk.r0, chunk.nrows), table);
-        }
-        let (runs, spans) = panel_runs(s, n);
-        let panels = Panels {
-            x,
-            s,
-            rows,
-            runs,
-            spans,
-        };
+        let panels = Panels::new(x, s, chunk);
         // SAFETY: A's m rows of k elements are in bounds (asserted above); C's m rows of n
         // columns are the caller's (the chunk's part of the output); Panels reads only input
         // elements inside `x` (indexed slices, so any mistake panics instead).
         unsafe { sgemm_packed_b(m, n, k, a.as_ptr(), a_rs, 1, &panels, c, ldc, false) }
+    }
+
+    /// See [`super::ConvElem::gemm_dw_patches`].
+    pub(super) fn gemm_dw(
+        m: usize,
+        (dy, ld): (&[f32], usize),
+        x: &[f32],
+        s: &Sizes,
+        chunk: &Chunk,
+        dw: *mut f32,
+    ) -> bool {
+        if m == 0 {
+            return super::super::sgemm::has_fast_path();
+        }
+        let (k, n) = (s.k(), chunk.ncols(s));
+        assert!(
+            n == 0 || (m - 1) * ld + n <= dy.len(),
+            "GEMM: output gradient out of bounds"
+        );
+        let panels = Transposed(Panels::new(x, s, chunk));
+        // SAFETY: dY's m rows of n elements are in bounds (asserted above); dW's m rows of K
+        // are the caller's; the panels read only inside `x` (see `gemm`).
+        unsafe { sgemm_packed_b(m, k, n, dy.as_ptr(), ld, 1, &panels, dw, k, true) }
+    }
+
+    /// B = the chunk's patch matrix transposed (columns x K), for dW += dY · patches^T: each
+    /// requested panel is built from 32 x 32 blocks of forward panels, transposed in registers,
+    /// so the weight gradient needs no patch matrix either.
+    struct Transposed<'a>(Panels<'a>);
+
+    /// A 32 x 32 block of one forward panel, aligned for vector loads.
+    #[repr(align(64))]
+    struct Block([f32; PANEL_WIDTH * PANEL_WIDTH]);
+
+    impl PackB for Transposed<'_> {
+        unsafe fn pack(&self, pc: usize, kc: usize, j: usize, nr: usize, dst: *mut f32) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                // Rows pc.. of B are chunk columns; forward panels start on PANEL_WIDTH
+                // columns, and the GEMM's depth blocks start on multiples of its KC.
+                debug_assert_eq!(pc % PANEL_WIDTH, 0);
+                let mut block = Block([0.0; PANEL_WIDTH * PANEL_WIDTH]);
+                let mut q = 0;
+                while q < kc {
+                    let rows = PANEL_WIDTH.min(kc - q);
+                    // SAFETY: AVX-512F is present on this path; the block holds nr <=
+                    // PANEL_WIDTH rows of PANEL_WIDTH floats; `dst` is the caller's kc x
+                    // PANEL_WIDTH panel and rows q.. + rows lie inside it.
+                    unsafe {
+                        self.0.pack_avx512(j, nr, pc + q, block.0.as_mut_ptr());
+                        transpose_panel(
+                            block.0.as_ptr(),
+                            PANEL_WIDTH,
+                            nr,
+                            rows,
+                            dst.add(q * PANEL_WIDTH),
+                        );
+                    }
+                    q += PANEL_WIDTH;
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (pc, kc, j, nr, dst);
+        }
     }
 }
 
@@ -1000,13 +1098,16 @@ pub(crate) fn backward<T: ConvElem>(
     let twin = (need_dx && s.cols() >= 256 && !scatter_dx())
         .then(|| s.transposed())
         .flatten();
+    // Temporal and pointwise kernels gather whole input rows, a plain copy that packs faster
+    // than transposing the implicit panels; spatial kernels pack from the input directly.
+    let implicit_dw = implicit_patches() && s.g.kernel[1] * s.g.kernel[2] > 1;
     match twin {
         Some(t) => {
             let dx = forward(dy, &flip_transpose(w, s), &t);
-            let (_, dw) = backward_scatter(x, w, dy, s, false);
+            let (_, dw) = backward_scatter(x, w, dy, s, false, implicit_dw);
             (dx, dw)
         }
-        None => backward_scatter(x, w, dy, s, need_dx),
+        None => backward_scatter(x, w, dy, s, need_dx, implicit_dw),
     }
 }
 
@@ -1034,20 +1135,24 @@ fn flip_transpose<T: Copy + Default + Send + Sync>(w: &[T], s: &Sizes) -> Vec<T>
                 let src = &w[(o * s.c + c0) * taps..][..n * taps];
                 for (i, taps_in) in src.chunks_exact(taps).enumerate() {
                     let dst = &mut rows[i * row + o * taps..][..taps];
-                    dst.iter_mut().zip(taps_in.iter().rev()).for_each(|(d, v)| *d = *v);
+                    dst.iter_mut()
+                        .zip(taps_in.iter().rev())
+                        .for_each(|(d, v)| *d = *v);
                 }
             }
         });
     out
 }
 
-/// [`backward`] with dx (if `need_dx`) from scattered patch gradients.
+/// [`backward`] with dx (if `need_dx`) from scattered patch gradients, and dW from patches
+/// packed straight from `x` when `implicit` (and the path exists).
 fn backward_scatter<T: ConvElem>(
     x: &[T],
     w: &[T],
     dy: &[T],
     s: &Sizes,
     need_dx: bool,
+    implicit: bool,
 ) -> (Vec<T>, Vec<T>) {
     let (k, p) = (s.k(), s.cols());
     let tasks = s.tasks();
@@ -1059,18 +1164,44 @@ fn backward_scatter<T: ConvElem>(
     // caller's, reused across its tasks: every element is overwritten before it is read (the
     // gather writes all K x n patches, the GEMM all of dcols), so they are filled only when
     // they grow.
+    // Patches packed straight from x into the weight-gradient GEMM where the element type and
+    // CPU allow it (f32, AVX-512), else gathered into a patch matrix first.
+    let implicit = implicit
+        && tasks
+            .first()
+            .and_then(|t| t.first())
+            .is_some_and(|c| T::gemm_dw_patches(0, (dy, p), x, s, c, std::ptr::null_mut()));
     let run = |task: &Vec<Chunk>, dw: &mut Vec<T>, (cols, dcols): &mut (Vec<T>, Vec<T>)| {
         for c in task {
             let n = c.ncols(s);
             let g = &dy[c.col_start(s)..];
-            cols.resize(k * n, T::default());
-            c.gather(x, s, cols, split);
             // dW += dY_chunk (O x n, row stride P) x cols^T (n x K).
             let dwp = SharedMut(dw.as_mut_ptr());
-            if split {
-                gemm_split_m(s.o, k, n, (g, p, 1), (&cols[..], 1, n), dwp, k, true);
+            if implicit {
+                let rows = |m0: usize, rows: usize| {
+                    // SAFETY: rows m0.. of dW (K each) belong to this call only.
+                    let dw_rows = unsafe { dwp.get().add(m0 * k) };
+                    T::gemm_dw_patches(rows, (&g[m0 * p..], p), x, s, c, dw_rows)
+                };
+                let done = if split {
+                    let threads = rayon::current_num_threads().max(1);
+                    let bl = s.o.div_ceil(threads).next_multiple_of(16).max(16);
+                    (0..s.o.div_ceil(bl))
+                        .into_par_iter()
+                        .map(|i| rows(i * bl, bl.min(s.o - i * bl)))
+                        .all(|ok| ok)
+                } else {
+                    rows(0, s.o)
+                };
+                assert!(done, "conv backward: the implicit GEMM path vanished");
             } else {
-                T::gemm(s.o, k, n, (g, p, 1), (&cols[..], 1, n), dwp.get(), k, true);
+                cols.resize(k * n, T::default());
+                c.gather(x, s, cols, split);
+                if split {
+                    gemm_split_m(s.o, k, n, (g, p, 1), (&cols[..], 1, n), dwp, k, true);
+                } else {
+                    T::gemm(s.o, k, n, (g, p, 1), (&cols[..], 1, n), dwp.get(), k, true);
+                }
             }
             if need_dx {
                 // dcols = W^T (K x O) x dY_chunk (O x n).
@@ -1339,6 +1470,23 @@ mod tests {
             assert_eq!(a.len(), b.len());
             let same = a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits());
             assert!(same, "{g:?} {dims:?}: implicit and explicit patches differ");
+            // The weight gradient packs the same patches, transposed, into the same GEMM.
+            let dy: Vec<f32> = (0..a.len())
+                .map(|i| ((i * 3571) % 1009) as f32 / 450.0 - 1.1)
+                .collect();
+            let (dx_a, dw_a) = backward_scatter(&x, &w, &dy, &s, true, true);
+            let (dx_b, dw_b) = backward_scatter(&x, &w, &dy, &s, true, false);
+            let same = |u: &[f32], v: &[f32]| {
+                u.len() == v.len() && u.iter().zip(v).all(|(p, q)| p.to_bits() == q.to_bits())
+            };
+            assert!(
+                same(&dw_a, &dw_b),
+                "{g:?} {dims:?}: implicit and explicit dW differ"
+            );
+            assert!(
+                same(&dx_a, &dx_b),
+                "{g:?} {dims:?}: dx changed with the dW path"
+            );
         }
     }
 
@@ -1424,9 +1572,13 @@ mod tests {
             let w: Vec<f64> = (0..s.weight_len()).map(|i| val(i, 104_729)).collect();
             let dy: Vec<f64> = (0..o * s.cols()).map(|i| val(i, 3571)).collect();
             let (dx, dw) = backward(&x, &w, &dy, &s, true);
-            let (dx_ref, dw_ref) = backward_scatter(&x, &w, &dy, &s, true);
+            let (dx_ref, dw_ref) = backward_scatter(&x, &w, &dy, &s, true, true);
             assert_eq!(dw, dw_ref, "{kernel:?}: weight gradient");
-            let err = dx.iter().zip(&dx_ref).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            let err = dx
+                .iter()
+                .zip(&dx_ref)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
             assert!(err < 1e-12, "{kernel:?}: input gradient differs by {err}");
         }
     }

@@ -126,6 +126,26 @@ pub(crate) unsafe fn sgemm_packed_b(
     true
 }
 
+/// Writes the transpose of a `valid` x `kc` block (row `w` at `src + w * stride`, `kc`
+/// contiguous values) as a kc x [`PANEL_WIDTH`] micro-panel: `dst[p * PANEL_WIDTH + w] =
+/// src[w * stride + p]`, with zeros in columns `valid..`. Lets a [`PackB`] source that can only
+/// produce rows of B^T hand the GEMM its panels.
+///
+/// # Safety
+/// Requires the fast path ([`has_fast_path`]); `src` readable as described (`valid` <=
+/// PANEL_WIDTH), `dst` writable for `kc * PANEL_WIDTH` floats.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn transpose_panel(
+    src: *const f32,
+    stride: usize,
+    valid: usize,
+    kc: usize,
+    dst: *mut f32,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { avx512::pack_transpose::<NR>(src, stride, valid, kc, dst) }
+}
+
 /// True when the fast AVX-512 path is used on this CPU (runtime detection, cached).
 pub fn has_fast_path() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -541,7 +561,7 @@ mod avx512 {
 
     /// k dimension contiguous in memory: 16×16 blocks are loaded and transposed in registers.
     #[target_feature(enable = "avx512f")]
-    unsafe fn pack_transpose<const W: usize>(
+    pub(super) unsafe fn pack_transpose<const W: usize>(
         src: *const f32,
         sw: usize,
         valid: usize,
