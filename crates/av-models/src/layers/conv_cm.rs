@@ -17,6 +17,8 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor}
 use rayon::prelude::*;
 
 use super::bn_fused::slice;
+use super::par_vec::par_zeros;
+use super::sgemm::PANEL_WIDTH;
 use super::simd::dispatch;
 
 /// Name of the op in errors.
@@ -128,6 +130,13 @@ impl Sizes {
         (256 * 1024 / self.k().max(1)).clamp(128, 1024)
     }
 
+    /// Whether the map is small: a few chunks of whole batch items, too few to keep every
+    /// thread busy (the deep layers).
+    fn small_map(&self) -> bool {
+        let tasks = self.tasks();
+        few(tasks.len()) && tasks.iter().flatten().all(|c| c.whole_items(self))
+    }
+
     /// The column chunks, grouped into tasks whose input-gradient scatters never overlap: all
     /// row chunks of one batch item form one task (neighbouring rows share input rows), and a
     /// chunk of several whole items is a task of its own.
@@ -181,6 +190,21 @@ impl Chunk {
     /// First output column.
     fn col_start(&self, s: &Sizes) -> usize {
         (self.b0 * s.rows_per_item() + self.r0) * s.wo
+    }
+
+    /// Every output column: all rows of all batch items.
+    fn all(s: &Sizes) -> Self {
+        Self {
+            b0: 0,
+            items: s.b,
+            r0: 0,
+            nrows: s.rows_per_item(),
+        }
+    }
+
+    /// Whether the chunk covers whole batch items.
+    fn whole_items(&self, s: &Sizes) -> bool {
+        self.r0 == 0 && self.nrows == s.rows_per_item()
     }
 
     /// Number of output columns.
@@ -278,9 +302,10 @@ pub(crate) trait ConvElem:
     ) -> bool {
         false
     }
-    /// dW (m x K, row stride K) += dY (m x ncols, row stride `ld`) x the chunk's patches^T,
-    /// with the patches packed straight from `x`. Returns `false`, doing nothing, where the
-    /// element type or CPU has no such path (`m == 0` only asks).
+    /// Columns `k0..k0 + nk` of dW (m x K, row stride K) += dY (m x ncols, row stride `ld`) x
+    /// the chunk's patches^T, with the patches packed straight from `x`. Returns `false`, doing
+    /// nothing, where the element type or CPU has no such path (`m == 0` only asks).
+    #[allow(clippy::too_many_arguments)]
     fn gemm_dw_patches(
         _m: usize,
         _dy: (&[Self], usize),
@@ -288,6 +313,7 @@ pub(crate) trait ConvElem:
         _s: &Sizes,
         _chunk: &Chunk,
         _dw: *mut Self,
+        _cols: (usize, usize),
     ) -> bool {
         false
     }
@@ -382,8 +408,9 @@ macro_rules! impl_conv_elem {
                 s: &Sizes,
                 chunk: &Chunk,
                 dw: *mut Self,
+                cols: (usize, usize),
             ) -> bool {
-                $patches::gemm_dw(m, dy, x, s, chunk, dw)
+                $patches::gemm_dw(m, dy, x, s, chunk, dw, cols)
             }
             )?
 
@@ -541,47 +568,64 @@ mod patches {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f")]
         unsafe fn pack_avx512(&self, pc: usize, kc: usize, j: usize, dst: *mut f32) {
+            // The panel's rows read short runs scattered over many channel planes: touch them
+            // all first (prefetches overlap their cache misses), then copy.
+            self.prefetch(pc, kc, j);
+            // SAFETY: the caller's contract.
+            unsafe { self.copy_avx512(pc, kc, j, dst) }
+        }
+
+        /// Panel `j`'s runs for w tap `kk`.
+        fn runs(&self, j: usize, kk: usize) -> &[Run] {
+            debug_assert_eq!(j % PANEL_WIDTH, 0);
+            let (a, b) = self.spans[j / PANEL_WIDTH * self.s.g.kernel[2] + kk];
+            &self.runs[a..b]
+        }
+
+        /// Prefetches the input rows that rows `pc..pc + kc` of panel `j` read.
+        #[cfg(target_arch = "x86_64")]
+        fn prefetch(&self, pc: usize, kc: usize, j: usize) {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
             let s = self.s;
             let [kt, kh, kw] = s.g.kernel;
             let taps = kt * kh;
-            let sw = s.g.stride[2];
-            debug_assert_eq!(j % PANEL_WIDTH, 0);
-            let panel = j / PANEL_WIDTH * kw;
-            let runs = |kk: usize| {
-                let (a, b) = self.spans[panel + kk];
-                &self.runs[a..b]
-            };
             let channel = s.b * s.t * s.h * s.w;
-            let first_row = PatchRow::new(pc, taps, kw);
-            // The panel's rows read short runs scattered over many channel planes: touch them
-            // all first (prefetches overlap their cache misses), then copy.
-            {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                let mut k = first_row;
-                for _ in 0..kc {
-                    if k.kk == 0 {
-                        for r in runs(0) {
-                            let base = self.rows[r.row * taps + k.tap];
-                            if base != usize::MAX {
-                                let at =
-                                    self.x.as_ptr().wrapping_add(k.ch * channel + base + r.src);
-                                // Prefetching never faults, whatever the address.
+            let mut k = PatchRow::new(pc, taps, kw);
+            for _ in 0..kc {
+                if k.kk == 0 {
+                    for r in self.runs(j, 0) {
+                        let base = self.rows[r.row * taps + k.tap];
+                        if base != usize::MAX {
+                            let at = self.x.as_ptr().wrapping_add(k.ch * channel + base + r.src);
+                            // SAFETY: prefetching never faults, whatever the address.
+                            unsafe {
                                 _mm_prefetch::<_MM_HINT_T0>(at.cast());
                                 _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(16).cast());
                                 _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(32).cast());
                             }
                         }
                     }
-                    k.step(taps, kw);
                 }
+                k.step(taps, kw);
             }
-            let mut k = first_row;
+        }
+
+        /// Writes rows `pc..pc + kc` of panel `j` to `dst` (kc x PANEL_WIDTH).
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn copy_avx512(&self, pc: usize, kc: usize, j: usize, dst: *mut f32) {
+            let s = self.s;
+            let [kt, kh, kw] = s.g.kernel;
+            let taps = kt * kh;
+            let sw = s.g.stride[2];
+            let channel = s.b * s.t * s.h * s.w;
+            let mut k = PatchRow::new(pc, taps, kw);
             for p in 0..kc {
                 // SAFETY: row p of the kc x PANEL_WIDTH buffer the GEMM handed out.
                 let out = unsafe { dst.add(p * PANEL_WIDTH) };
                 // SAFETY: as above; runs write inside the row's first `nr` columns.
                 unsafe { zero_row(out) };
-                for r in runs(k.kk) {
+                for r in self.runs(j, k.kk) {
                     let base = self.rows[r.row * taps + k.tap];
                     if base == usize::MAX {
                         continue;
@@ -590,7 +634,7 @@ mod patches {
                     debug_assert!(first + (r.count - 1) * sw < self.x.len());
                     // SAFETY: runs read inside the row `base` names (clipped to the valid
                     // columns of tap kk), which lies in channel `ch` < C of `x` (its length is
-                    // checked in `gemm`); the destination columns lie inside the panel row.
+                    // checked in `new`); the destination columns lie inside the panel row.
                     unsafe {
                         copy_run_avx512(self.x.as_ptr().add(first), sw, r.count, out.add(r.dst))
                     };
@@ -711,6 +755,7 @@ mod patches {
     }
 
     /// See [`super::ConvElem::gemm_dw_patches`].
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn gemm_dw(
         m: usize,
         (dy, ld): (&[f32], usize),
@@ -718,6 +763,7 @@ mod patches {
         s: &Sizes,
         chunk: &Chunk,
         dw: *mut f32,
+        (k0, nk): (usize, usize),
     ) -> bool {
         if m == 0 {
             return super::super::sgemm::has_fast_path();
@@ -727,16 +773,24 @@ mod patches {
             n == 0 || (m - 1) * ld + n <= dy.len(),
             "GEMM: output gradient out of bounds"
         );
-        let panels = Transposed(Panels::new(x, s, chunk));
+        assert!(k0 + nk <= k, "weight-gradient columns out of range");
+        let panels = Transposed {
+            panels: Panels::new(x, s, chunk),
+            k0,
+        };
         // SAFETY: dY's m rows of n elements are in bounds (asserted above); dW's m rows of K
-        // are the caller's; the panels read only inside `x` (see `gemm`).
-        unsafe { sgemm_packed_b(m, k, n, dy.as_ptr(), ld, 1, &panels, dw, k, true) }
+        // are the caller's and columns k0.. + nk lie inside them; the panels read only inside
+        // `x` (see `gemm`).
+        unsafe { sgemm_packed_b(m, nk, n, dy.as_ptr(), ld, 1, &panels, dw.add(k0), k, true) }
     }
 
-    /// B = the chunk's patch matrix transposed (columns x K), for dW += dY · patches^T: each
-    /// requested panel is built from 32 x 32 blocks of forward panels, transposed in registers,
-    /// so the weight gradient needs no patch matrix either.
-    struct Transposed<'a>(Panels<'a>);
+    /// B = columns `k0..` of the chunk's patch matrix transposed (chunk columns x K), for dW
+    /// += dY · patches^T: each requested panel is built from 32 x 32 blocks of forward panels,
+    /// transposed in registers, so the weight gradient needs no patch matrix either.
+    struct Transposed<'a> {
+        panels: Panels<'a>,
+        k0: usize,
+    }
 
     /// A 32 x 32 block of one forward panel, aligned for vector loads.
     #[repr(align(64))]
@@ -749,6 +803,11 @@ mod patches {
                 // Rows pc.. of B are chunk columns; forward panels start on PANEL_WIDTH
                 // columns, and the GEMM's depth blocks start on multiples of its KC.
                 debug_assert_eq!(pc % PANEL_WIDTH, 0);
+                // Every source row of the whole panel first, so the misses overlap.
+                let j = self.k0 + j;
+                for q in (0..kc).step_by(PANEL_WIDTH) {
+                    self.panels.prefetch(j, nr, pc + q);
+                }
                 let mut block = Block([0.0; PANEL_WIDTH * PANEL_WIDTH]);
                 let mut q = 0;
                 while q < kc {
@@ -757,7 +816,7 @@ mod patches {
                     // PANEL_WIDTH rows of PANEL_WIDTH floats; `dst` is the caller's kc x
                     // PANEL_WIDTH panel and rows q.. + rows lie inside it.
                     unsafe {
-                        self.0.pack_avx512(j, nr, pc + q, block.0.as_mut_ptr());
+                        self.panels.copy_avx512(j, nr, pc + q, block.0.as_mut_ptr());
                         transpose_panel(
                             block.0.as_ptr(),
                             PANEL_WIDTH,
@@ -1003,6 +1062,18 @@ fn gemm_split_m<T: ConvElem>(
     });
 }
 
+/// Runs `f(first, count)` over blocks of `n` rows or columns (multiples of `unit`), one block
+/// per rayon thread, and reports whether every call did its part (an implicit-GEMM call returns
+/// `false` without a fast path).
+fn split_blocks(n: usize, unit: usize, f: impl Fn(usize, usize) -> bool + Sync) -> bool {
+    let threads = rayon::current_num_threads().max(1);
+    let bl = n.div_ceil(threads).next_multiple_of(unit).max(unit);
+    (0..n.div_ceil(bl))
+        .into_par_iter()
+        .map(|i| f(i * bl, bl.min(n - i * bl)))
+        .all(|ok| ok)
+}
+
 /// Whether the forward may pack patches straight from the input (default); the explicit
 /// patch matrix stays available for comparison (`AV_MODELS_EXPLICIT_PATCHES=1`).
 fn implicit_patches() -> bool {
@@ -1034,6 +1105,14 @@ fn forward_with<T: ConvElem>(x: &[T], w: &[T], s: &Sizes, implicit: bool) -> Vec
         && chunks
             .first()
             .is_some_and(|c| T::gemm_patches(0, (w, k), x, s, c, out.get(), p));
+    // Small maps (a few chunks of whole items, run one after another with the weight rows
+    // split across threads): without a patch matrix to keep small, one chunk of all columns
+    // streams the weight once instead of once per chunk.
+    let chunks = if implicit && s.small_map() {
+        vec![Chunk::all(s)]
+    } else {
+        chunks
+    };
     let run = |cols: &mut Vec<T>, c: &Chunk, split: bool| {
         let n = c.ncols(s);
         // SAFETY: columns col_start.. + n of every output row belong to this chunk only, and
@@ -1046,12 +1125,7 @@ fn forward_with<T: ConvElem>(x: &[T], w: &[T], s: &Sizes, implicit: bool) -> Vec
                 T::gemm_patches(rows, (&w[m0 * k..], k), x, s, c, c_rows, p)
             };
             let done = if split {
-                let threads = rayon::current_num_threads().max(1);
-                let bl = s.o.div_ceil(threads).next_multiple_of(16).max(16);
-                (0..s.o.div_ceil(bl))
-                    .into_par_iter()
-                    .map(|i| block(i * bl, bl.min(s.o - i * bl)))
-                    .all(|ok| ok)
+                split_blocks(s.o, 16, block)
             } else {
                 block(0, s.o)
             };
@@ -1122,7 +1196,7 @@ fn scatter_dx() -> bool {
 fn flip_transpose<T: Copy + Default + Send + Sync>(w: &[T], s: &Sizes) -> Vec<T> {
     let taps: usize = s.g.kernel.iter().product();
     let row = s.o * taps;
-    let mut out = vec![T::default(); w.len()];
+    let mut out = par_zeros(w.len());
     // Blocks of input channels: for each o the block's taps are one contiguous read of w,
     // written to one short run in each of the block's output rows.
     const BLOCK: usize = 16;
@@ -1156,40 +1230,48 @@ fn backward_scatter<T: ConvElem>(
 ) -> (Vec<T>, Vec<T>) {
     let (k, p) = (s.k(), s.cols());
     let tasks = s.tasks();
-    let mut dx = vec![T::default(); if need_dx { x.len() } else { 0 }];
+    let mut dx = par_zeros(if need_dx { x.len() } else { 0 });
     let dx_ptr = SharedMut(dx.as_mut_ptr());
     let dx_len = dx.len();
     let split = few(tasks.len());
+    // Patches packed straight from x into the weight-gradient GEMM where the element type and
+    // CPU allow it (f32, AVX-512), else gathered into a patch matrix first.
+    let probe = |c: &Chunk| T::gemm_dw_patches(0, (dy, p), x, s, c, std::ptr::null_mut(), (0, 0));
+    let implicit = implicit && tasks.first().and_then(|t| t.first()).is_some_and(probe);
+    // Small maps (a few whole-item chunks): one GEMM over all columns, its weight-gradient
+    // columns split across threads, streams dY and builds each patch panel once, where a GEMM
+    // per chunk would re-read the whole dW per chunk.
+    let merged = implicit && s.small_map();
+    let dw_merged = merged.then(|| {
+        let mut dw = par_zeros(s.o * k);
+        let dwp = SharedMut(dw.as_mut_ptr());
+        let all = Chunk::all(s);
+        let done = split_blocks(k, PANEL_WIDTH, |k0, nk| {
+            T::gemm_dw_patches(s.o, (dy, p), x, s, &all, dwp.get(), (k0, nk))
+        });
+        assert!(done, "conv backward: the implicit GEMM path vanished");
+        dw
+    });
     // One task: every chunk of it in order, accumulating into `dw`. The patch buffers are the
     // caller's, reused across its tasks: every element is overwritten before it is read (the
     // gather writes all K x n patches, the GEMM all of dcols), so they are filled only when
     // they grow.
-    // Patches packed straight from x into the weight-gradient GEMM where the element type and
-    // CPU allow it (f32, AVX-512), else gathered into a patch matrix first.
-    let implicit = implicit
-        && tasks
-            .first()
-            .and_then(|t| t.first())
-            .is_some_and(|c| T::gemm_dw_patches(0, (dy, p), x, s, c, std::ptr::null_mut()));
     let run = |task: &Vec<Chunk>, dw: &mut Vec<T>, (cols, dcols): &mut (Vec<T>, Vec<T>)| {
         for c in task {
             let n = c.ncols(s);
             let g = &dy[c.col_start(s)..];
             // dW += dY_chunk (O x n, row stride P) x cols^T (n x K).
             let dwp = SharedMut(dw.as_mut_ptr());
-            if implicit {
+            if merged {
+                // Done above.
+            } else if implicit {
                 let rows = |m0: usize, rows: usize| {
                     // SAFETY: rows m0.. of dW (K each) belong to this call only.
                     let dw_rows = unsafe { dwp.get().add(m0 * k) };
-                    T::gemm_dw_patches(rows, (&g[m0 * p..], p), x, s, c, dw_rows)
+                    T::gemm_dw_patches(rows, (&g[m0 * p..], p), x, s, c, dw_rows, (0, k))
                 };
                 let done = if split {
-                    let threads = rayon::current_num_threads().max(1);
-                    let bl = s.o.div_ceil(threads).next_multiple_of(16).max(16);
-                    (0..s.o.div_ceil(bl))
-                        .into_par_iter()
-                        .map(|i| rows(i * bl, bl.min(s.o - i * bl)))
-                        .all(|ok| ok)
+                    split_blocks(s.o, 16, rows)
                 } else {
                     rows(0, s.o)
                 };
@@ -1217,7 +1299,7 @@ fn backward_scatter<T: ConvElem>(
         }
     };
     let dw = if split {
-        let mut dw = vec![T::default(); s.o * k];
+        let mut dw = dw_merged.unwrap_or_else(|| par_zeros(s.o * k));
         let mut bufs = (Vec::new(), Vec::new());
         tasks.iter().for_each(|t| run(t, &mut dw, &mut bufs));
         dw
@@ -1237,11 +1319,12 @@ fn backward_scatter<T: ConvElem>(
             })
             .collect();
         let mut partial = partial.into_iter();
-        let mut dw = partial
-            .next()
-            .unwrap_or_else(|| vec![T::default(); s.o * k]);
+        let mut dw = partial.next().unwrap_or_else(|| par_zeros(s.o * k));
         for b in partial {
-            dw.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
+            // Element-wise, so the same sums in the same order on any split.
+            dw.par_chunks_mut(1 << 14)
+                .zip(b.par_chunks(1 << 14))
+                .for_each(|(d, b)| d.iter_mut().zip(b).for_each(|(x, y)| *x += *y));
         }
         dw
     };
@@ -1479,10 +1562,23 @@ mod tests {
             let same = |u: &[f32], v: &[f32]| {
                 u.len() == v.len() && u.iter().zip(v).all(|(p, q)| p.to_bits() == q.to_bits())
             };
-            assert!(
-                same(&dw_a, &dw_b),
-                "{g:?} {dims:?}: implicit and explicit dW differ"
-            );
+            if s.small_map() {
+                // One GEMM over all columns instead of one per chunk: another summation order.
+                let scale = dw_b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let err = dw_a
+                    .iter()
+                    .zip(&dw_b)
+                    .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+                assert!(
+                    err <= 1e-5 * scale,
+                    "{g:?} {dims:?}: merged dW off by {err}"
+                );
+            } else {
+                assert!(
+                    same(&dw_a, &dw_b),
+                    "{g:?} {dims:?}: implicit and explicit dW differ"
+                );
+            }
             assert!(
                 same(&dx_a, &dx_b),
                 "{g:?} {dims:?}: dx changed with the dW path"

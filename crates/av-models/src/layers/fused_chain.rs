@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use super::bn_fused::slice;
 use super::conv_cm::{self, CmGeometry, ConvElem, Sizes};
+use super::par_vec::{par_copy, par_fill, par_fill_map, par_zeros};
 use super::simd::dispatch;
 
 /// Name of the op in errors.
@@ -159,15 +160,11 @@ fn bn_act<T: ChainElem>(
 ) -> Vec<T> {
     let c = gamma.len();
     let l = x.len() / c;
-    let mut y = vec![T::default(); x.len()];
-    y.par_chunks_mut(l)
-        .zip(x.par_chunks(l))
-        .enumerate()
-        .for_each(|(ch, (dst, src))| {
-            let scale = invstd[ch] * gamma[ch].to_f64();
-            T::affine(src, dst, mean[ch], scale, beta[ch].to_f64(), relu);
-        });
-    y
+    par_fill(x.len(), l, |ch, dst| {
+        let scale = invstd[ch] * gamma[ch].to_f64();
+        let src = &x[ch * l..(ch + 1) * l];
+        T::affine(src, dst, mean[ch], scale, beta[ch].to_f64(), relu);
+    })
 }
 
 /// Backward of [`bn_act`]: (dx, dgamma, dbeta). In train mode the statistics depend on x.
@@ -184,28 +181,23 @@ fn bn_act_backward<T: ChainElem>(
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let c = gamma.len();
     let l = x.len() / c;
-    let mut dx = vec![T::default(); x.len()];
-    let sums: Vec<(f64, f64)> = dx
-        .par_chunks_mut(l)
-        .enumerate()
-        .map(|(ch, dst)| {
-            let r = ch * l..(ch + 1) * l;
-            let (g, xs, ys) = (&dy[r.clone()], &x[r.clone()], &y[r]);
-            let (m, inv) = (mean[ch], invstd[ch]);
-            // Σ g and Σ g * xhat, with g = dy masked by the ReLU.
-            let (s_g, s_gx) = T::masked_sums(g, xs, ys, m, relu);
-            let s_gx = s_gx * inv;
-            let k = gamma[ch].to_f64() * inv;
-            if train {
-                let (a, b) = (s_g / l as f64, s_gx / l as f64 * inv);
-                // dx = k * (g - a - (x - m) * inv * s_gx / L)
-                T::bn_grad(g, xs, ys, dst, k, a, b, m, relu);
-            } else {
-                T::bn_grad(g, xs, ys, dst, k, 0.0, 0.0, m, relu);
-            }
-            (s_gx, s_g)
-        })
-        .collect();
+    let (dx, sums): (Vec<T>, Vec<(f64, f64)>) = par_fill_map(x.len(), l, |ch, dst| {
+        let r = ch * l..(ch + 1) * l;
+        let (g, xs, ys) = (&dy[r.clone()], &x[r.clone()], &y[r]);
+        let (m, inv) = (mean[ch], invstd[ch]);
+        // Σ g and Σ g * xhat, with g = dy masked by the ReLU.
+        let (s_g, s_gx) = T::masked_sums(g, xs, ys, m, relu);
+        let s_gx = s_gx * inv;
+        let k = gamma[ch].to_f64() * inv;
+        if train {
+            let (a, b) = (s_g / l as f64, s_gx / l as f64 * inv);
+            // dx = k * (g - a - (x - m) * inv * s_gx / L)
+            T::bn_grad(g, xs, ys, dst, k, a, b, m, relu);
+        } else {
+            T::bn_grad(g, xs, ys, dst, k, 0.0, 0.0, m, relu);
+        }
+        (s_gx, s_g)
+    });
     let dgamma = sums.iter().map(|s| T::from_f64(s.0)).collect();
     let dbeta = sums.iter().map(|s| T::from_f64(s.1)).collect();
     (dx, dgamma, dbeta)
@@ -309,7 +301,7 @@ impl FusedChain {
         saved: &Saved<T>,
     ) -> (Vec<T>, Vec<T>) {
         let (offs, res_off) = param_offsets(&self.units, &saved.sizes);
-        let mut dp = vec![T::default(); p.len()];
+        let mut dp = par_zeros(p.len());
         let train = matches!(self.mode, BnMode::Train);
         // The incoming gradient is read in place; each unit's input gradient replaces it.
         let mut g: std::borrow::Cow<'_, [T]> = std::borrow::Cow::Borrowed(dy);
@@ -339,7 +331,7 @@ impl FusedChain {
             {
                 let w = &p[res_off..res_off + rs.weight_len()];
                 let (dxr, dw) = conv_cm::backward(x, w, &da, &rs, self.need_dx);
-                dp[res_off..res_off + rs.weight_len()].copy_from_slice(&dw);
+                par_copy(&mut dp[res_off..res_off + rs.weight_len()], &dw);
                 if self.need_dx {
                     dx_res = Some(dxr);
                 }
@@ -347,7 +339,7 @@ impl FusedChain {
             let input = if i == 0 { x } else { &saved.act[i - 1] };
             let need = i > 0 || self.need_dx;
             let (dinput, dw) = conv_cm::backward(input, &p[w0..g0], &da, &saved.sizes[i], need);
-            dp[w0..g0].copy_from_slice(&dw);
+            par_copy(&mut dp[w0..g0], &dw);
             let identity = matches!(self.residual, Residual::Identity);
             if i + 1 == self.units.len() && identity && self.need_dx {
                 dx_res = Some(da);
