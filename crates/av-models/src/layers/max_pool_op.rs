@@ -12,6 +12,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::par_vec::{par_fill, par_zeros};
 use super::simd::dispatch;
 
 /// Window geometry over the trailing three axes.
@@ -186,7 +187,7 @@ dispatch!(
 
 /// Pools every (D, H, W) plane of `x` in parallel with `plane` ([`pool_plane`] or a
 /// vectorised build of it).
-fn pool<T: WithDType>(
+fn pool<T: WithDType + Default>(
     x: &[T],
     op: &MaxPool3Op,
     plane: impl Fn(&[T], &mut [T], &mut [u32], &PlaneGeo) + Sync,
@@ -194,8 +195,8 @@ fn pool<T: WithDType>(
     let [_, d, h, w] = op.dims;
     let [od, oh, ow] = op.out;
     let (plane_in, plane_out) = (d * h * w, od * oh * ow);
-    let mut y = vec![T::zero(); x.len() / plane_in * plane_out];
-    let mut arg = vec![0u32; y.len()];
+    let mut y = par_zeros::<T>(x.len() / plane_in * plane_out);
+    let mut arg = par_zeros::<u32>(y.len());
     let g = op.g;
     let geo = PlaneGeo {
         h,
@@ -215,19 +216,18 @@ fn pool<T: WithDType>(
     (y, arg)
 }
 
-fn unpool<T: WithDType>(dy: &[T], arg: &[u32], op: &MaxPool3Op) -> Vec<T> {
+fn unpool<T: WithDType + Default>(dy: &[T], arg: &[u32], op: &MaxPool3Op) -> Vec<T> {
     let [lead, d, h, w] = op.dims;
     let plane_in = d * h * w;
     let plane_out = op.out.iter().product::<usize>();
-    let mut dx = vec![T::zero(); lead * plane_in];
-    dx.par_chunks_mut(plane_in)
-        .zip(dy.par_chunks(plane_out).zip(arg.par_chunks(plane_out)))
-        .for_each(|(dxs, (g, a))| {
-            for (gv, &i) in g.iter().zip(a) {
-                dxs[i as usize] += *gv;
-            }
-        });
-    dx
+    // Each plane is zeroed and scattered into by the same worker, while it is in cache.
+    par_fill(lead * plane_in, plane_in, |p, dxs| {
+        let g = &dy[p * plane_out..(p + 1) * plane_out];
+        let a = &arg[p * plane_out..(p + 1) * plane_out];
+        for (gv, &i) in g.iter().zip(a) {
+            dxs[i as usize] += *gv;
+        }
+    })
 }
 
 impl CustomOp1 for MaxPool3Op {
