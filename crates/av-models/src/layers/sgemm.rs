@@ -15,6 +15,11 @@ const MC: usize = 240;
 /// Columns of one packed B block: KC×NC floats (1 MiB) stay in L2 next to the A block.
 const NC: usize = 1024;
 
+// Depth blocks start on multiples of KC and column panels on multiples of NR; a `PackB` that
+// builds a panel's rows from NR-wide pieces (the weight gradient's transposed patches) relies
+// on every depth block starting on such a piece.
+const _: () = assert!(KC % NR == 0 && NC % NR == 0);
+
 /// C = A·B (accumulate=false) or C += A·B (accumulate=true), single-threaded.
 /// A is m×k with element (i,p) at a[i*a_rs + p*a_cs]; B is k×n with (p,j) at b[p*b_rs + j*b_cs];
 /// C is m×n row-major with row stride ldc (element (i,j) at c[i*ldc + j]).
@@ -85,7 +90,8 @@ pub(crate) const PANEL_WIDTH: usize = NR;
 pub(crate) trait PackB: Sync {
     /// Writes rows `pc..pc + kc` and columns `j..j + nr` of B (`nr` <= [`PANEL_WIDTH`]) to
     /// `dst` as `dst[p * PANEL_WIDTH + jj] = B(pc + p, j + jj)`, with zeros in columns
-    /// `nr..PANEL_WIDTH`.
+    /// `nr..PANEL_WIDTH`. `pc` is a multiple of the GEMM's depth block, itself a multiple of
+    /// [`PANEL_WIDTH`], and `j` a multiple of [`PANEL_WIDTH`].
     ///
     /// # Safety
     /// `dst` must be valid for `kc * PANEL_WIDTH` writes.
