@@ -18,7 +18,7 @@ const NC: usize = 1024;
 // Depth blocks start on multiples of KC and column panels on multiples of NR; a `PackB` that
 // builds a panel's rows from NR-wide pieces (the weight gradient's transposed patches) relies
 // on every depth block starting on such a piece.
-const _: () = assert!(KC % NR == 0 && NC % NR == 0);
+const _: () = assert!(KC.is_multiple_of(NR) && NC.is_multiple_of(NR));
 
 /// C = A·B (accumulate=false) or C += A·B (accumulate=true), single-threaded.
 /// A is m×k with element (i,p) at a[i*a_rs + p*a_cs]; B is k×n with (p,j) at b[p*b_rs + j*b_cs];
