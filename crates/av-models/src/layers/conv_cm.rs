@@ -279,6 +279,58 @@ fn channels_per_group(s: &Sizes) -> usize {
     s.c.div_ceil(4 * rayon::current_num_threads().max(1)).max(1)
 }
 
+/// The input an implicit GEMM packs its patches from: `x` itself, or with every W row split into
+/// its stride phases (columns 0, s, 2s, ... then 1, 1 + s, ...; see [`phase_split`]), so that a
+/// strided convolution's patch runs are contiguous loads instead of gathers.
+#[derive(Clone, Copy)]
+pub(crate) struct PatchInput<'a, T> {
+    data: &'a [T],
+    phased: bool,
+}
+
+impl<'a, T> PatchInput<'a, T> {
+    /// `x` as it is.
+    fn plain(data: &'a [T]) -> Self {
+        Self {
+            data,
+            phased: false,
+        }
+    }
+
+    /// The phase-split copy of `x` when there is one, else `x`.
+    fn of(x: &'a [T], phased: Option<&'a [T]>) -> Self {
+        match phased {
+            Some(data) => Self { data, phased: true },
+            None => Self::plain(x),
+        }
+    }
+}
+
+/// Offset of stride phase `q` within a phase-split row of `w` columns (phase q holds columns
+/// q, q + sw, ...).
+fn phase_start(w: usize, sw: usize, q: usize) -> usize {
+    (0..q).map(|r| w.saturating_sub(r).div_ceil(sw)).sum()
+}
+
+/// `x` with every W row split into its `sw` stride phases, or `None` for stride 1.
+fn phase_split<T: Copy + Default + Send + Sync>(x: &[T], s: &Sizes) -> Option<Vec<T>> {
+    let (w, sw) = (s.w, s.g.stride[2]);
+    if sw <= 1 || w == 0 {
+        return None;
+    }
+    let starts: Vec<usize> = (0..sw).map(|q| phase_start(w, sw, q)).collect();
+    // Pieces of whole rows, about 64 Ki values each.
+    let rows_per_piece = ((1 << 16) / w).max(1);
+    Some(par_fill(x.len(), rows_per_piece * w, |piece, dst| {
+        let src = &x[piece * rows_per_piece * w..][..dst.len()];
+        for (d, r) in dst.chunks_exact_mut(w).zip(src.chunks_exact(w)) {
+            for (c, &v) in r.iter().enumerate() {
+                d[starts[c % sw] + c / sw] = v;
+            }
+        }
+    }))
+}
+
 /// An element type the op supports: f32 and f64, each with a GEMM.
 pub(crate) trait ConvElem:
     Copy + Default + Send + Sync + std::ops::AddAssign + candle_core::WithDType + 'static
@@ -294,7 +346,7 @@ pub(crate) trait ConvElem:
     fn gemm_patches(
         _m: usize,
         _a: (&[Self], usize),
-        _x: &[Self],
+        _x: PatchInput<'_, Self>,
         _s: &Sizes,
         _chunk: &Chunk,
         _c: *mut Self,
@@ -309,7 +361,7 @@ pub(crate) trait ConvElem:
     fn gemm_dw_patches(
         _m: usize,
         _dy: (&[Self], usize),
-        _x: &[Self],
+        _x: PatchInput<'_, Self>,
         _s: &Sizes,
         _chunk: &Chunk,
         _dw: *mut Self,
@@ -392,7 +444,7 @@ macro_rules! impl_conv_elem {
             fn gemm_patches(
                 m: usize,
                 (a, a_rs): (&[Self], usize),
-                x: &[Self],
+                x: PatchInput<'_, Self>,
                 s: &Sizes,
                 chunk: &Chunk,
                 c: *mut Self,
@@ -404,7 +456,7 @@ macro_rules! impl_conv_elem {
             fn gemm_dw_patches(
                 m: usize,
                 dy: (&[Self], usize),
-                x: &[Self],
+                x: PatchInput<'_, Self>,
                 s: &Sizes,
                 chunk: &Chunk,
                 dw: *mut Self,
@@ -472,12 +524,14 @@ mod patches {
     #[cfg(target_arch = "x86_64")]
     use super::super::sgemm::transpose_panel;
     use super::super::sgemm::{sgemm_packed_b, PackB, PANEL_WIDTH};
-    use super::{row_table, valid_cols, Chunk, Sizes};
+    use super::{phase_start, row_table, valid_cols, Chunk, PatchInput, Sizes};
 
     /// B = the patches of one chunk: K rows (channel, t/h tap, w tap) by the chunk's columns.
     struct Panels<'a> {
         x: &'a [f32],
         s: &'a Sizes,
+        /// Step between a run's values in `x`: 1 for a phase-split input, else the W stride.
+        step: usize,
         /// Input offset (within a channel block) of the row read by chunk row `R` (item-major)
         /// and t/h tap: `rows[R * taps + tap]`, `usize::MAX` in the T/H padding.
         rows: Vec<usize>,
@@ -532,7 +586,8 @@ mod patches {
     impl<'a> Panels<'a> {
         /// The patches of `chunk` (built once per chunk: the GEMM packs each panel once per
         /// depth block).
-        fn new(x: &'a [f32], s: &'a Sizes, chunk: &Chunk) -> Self {
+        fn new(input: PatchInput<'a, f32>, s: &'a Sizes, chunk: &Chunk) -> Self {
+            let x = input.data;
             assert_eq!(x.len(), s.c * s.b * s.t * s.h * s.w, "conv input size");
             let taps = s.g.kernel[0] * s.g.kernel[1];
             let per_item = chunk.nrows * taps;
@@ -540,10 +595,11 @@ mod patches {
             for (i, table) in rows.chunks_exact_mut(per_item.max(1)).enumerate() {
                 row_table(s, chunk.b0 + i, (chunk.r0, chunk.nrows), table);
             }
-            let (runs, spans) = panel_runs(s, chunk.ncols(s));
+            let (runs, spans) = panel_runs(s, chunk.ncols(s), input.phased);
             Self {
                 x,
                 s,
+                step: if input.phased { 1 } else { s.g.stride[2] },
                 rows,
                 runs,
                 spans,
@@ -617,7 +673,7 @@ mod patches {
             let s = self.s;
             let [kt, kh, kw] = s.g.kernel;
             let taps = kt * kh;
-            let sw = s.g.stride[2];
+            let step = self.step;
             let channel = s.b * s.t * s.h * s.w;
             let mut k = PatchRow::new(pc, taps, kw);
             for p in 0..kc {
@@ -631,12 +687,12 @@ mod patches {
                         continue;
                     }
                     let first = k.ch * channel + base + r.src;
-                    debug_assert!(first + (r.count - 1) * sw < self.x.len());
+                    debug_assert!(first + (r.count - 1) * step < self.x.len());
                     // SAFETY: runs read inside the row `base` names (clipped to the valid
                     // columns of tap kk), which lies in channel `ch` < C of `x` (its length is
                     // checked in `new`); the destination columns lie inside the panel row.
                     unsafe {
-                        copy_run_avx512(self.x.as_ptr().add(first), sw, r.count, out.add(r.dst))
+                        copy_run_avx512(self.x.as_ptr().add(first), step, r.count, out.add(r.dst))
                     };
                 }
                 k.step(taps, kw);
@@ -646,9 +702,18 @@ mod patches {
 
     /// The runs of every PANEL_WIDTH-column panel of `n` chunk columns (rows of `wo` columns):
     /// each panel's columns split by output row, then clipped to each w tap's valid columns.
-    fn panel_runs(s: &Sizes, n: usize) -> (Vec<Run>, Vec<(usize, usize)>) {
+    /// With `phased`, sources index phase-split rows (a run is then contiguous).
+    fn panel_runs(s: &Sizes, n: usize, phased: bool) -> (Vec<Run>, Vec<(usize, usize)>) {
         let kw = s.g.kernel[2];
         let (sw, pw, wo) = (s.g.stride[2], s.g.pad[2], s.wo);
+        // Input column c of a phase-split row sits at phase_start(c % sw) + c / sw.
+        let at = |c: usize| {
+            if phased {
+                phase_start(s.w, sw, c % sw) + c / sw
+            } else {
+                c
+            }
+        };
         let cols: Vec<(usize, usize)> = (0..kw).map(|kk| valid_cols(s, kk)).collect();
         let (mut runs, mut spans) = (Vec::new(), Vec::new());
         for j in (0..n).step_by(PANEL_WIDTH) {
@@ -665,7 +730,7 @@ mod patches {
                         runs.push(Run {
                             row,
                             dst: d + (a - w0),
-                            src: a * sw + kk - pw,
+                            src: at(a * sw + kk - pw),
                             count: b - a,
                         });
                     }
@@ -731,7 +796,7 @@ mod patches {
     pub(super) fn gemm(
         m: usize,
         (a, a_rs): (&[f32], usize),
-        x: &[f32],
+        x: PatchInput<'_, f32>,
         s: &Sizes,
         chunk: &Chunk,
         c: *mut f32,
@@ -759,7 +824,7 @@ mod patches {
     pub(super) fn gemm_dw(
         m: usize,
         (dy, ld): (&[f32], usize),
-        x: &[f32],
+        x: PatchInput<'_, f32>,
         s: &Sizes,
         chunk: &Chunk,
         dw: *mut f32,
@@ -1109,7 +1174,10 @@ fn forward_with<T: ConvElem>(x: &[T], w: &[T], s: &Sizes, implicit: bool) -> Vec
     let implicit = implicit
         && chunks
             .first()
-            .is_some_and(|c| T::gemm_patches(0, (w, k), x, s, c, out.get(), p));
+            .is_some_and(|c| T::gemm_patches(0, (w, k), PatchInput::plain(x), s, c, out.get(), p));
+    // A strided convolution packs from its input split into stride phases (contiguous runs).
+    let phased = if implicit { phase_split(x, s) } else { None };
+    let input = PatchInput::of(x, phased.as_deref());
     // Small maps (a few chunks of whole items, run one after another with the weight rows
     // split across threads): without a patch matrix to keep small, one chunk of all columns
     // streams the weight once instead of once per chunk.
@@ -1127,7 +1195,7 @@ fn forward_with<T: ConvElem>(x: &[T], w: &[T], s: &Sizes, implicit: bool) -> Vec
             let block = |m0: usize, rows: usize| {
                 // SAFETY: rows m0.. of the chunk's columns, inside the O x P buffer.
                 let c_rows = unsafe { dst.get().add(m0 * p) };
-                T::gemm_patches(rows, (&w[m0 * k..], k), x, s, c, c_rows, p)
+                T::gemm_patches(rows, (&w[m0 * k..], k), input, s, c, c_rows, p)
             };
             let done = if split {
                 split_blocks(s.o, 16, block)
@@ -1237,8 +1305,20 @@ fn backward_scatter<T: ConvElem>(
     let split = few(tasks.len());
     // Patches packed straight from x into the weight-gradient GEMM where the element type and
     // CPU allow it (f32, AVX-512), else gathered into a patch matrix first.
-    let probe = |c: &Chunk| T::gemm_dw_patches(0, (dy, p), x, s, c, std::ptr::null_mut(), (0, 0));
+    let probe = |c: &Chunk| {
+        T::gemm_dw_patches(
+            0,
+            (dy, p),
+            PatchInput::plain(x),
+            s,
+            c,
+            std::ptr::null_mut(),
+            (0, 0),
+        )
+    };
     let implicit = implicit && tasks.first().and_then(|t| t.first()).is_some_and(probe);
+    let phased = if implicit { phase_split(x, s) } else { None };
+    let input = PatchInput::of(x, phased.as_deref());
     // Small maps (a few whole-item chunks): one GEMM over all columns, its weight-gradient
     // columns split across threads, streams dY and builds each patch panel once, where a GEMM
     // per chunk would re-read the whole dW per chunk.
@@ -1251,7 +1331,7 @@ fn backward_scatter<T: ConvElem>(
         let dwp = SharedMut(dw.as_mut_ptr());
         let all = Chunk::all(s);
         let done = split_blocks(k, PANEL_WIDTH, |k0, nk| {
-            T::gemm_dw_patches(s.o, (dy, p), x, s, &all, dwp.get(), (k0, nk))
+            T::gemm_dw_patches(s.o, (dy, p), input, s, &all, dwp.get(), (k0, nk))
         });
         assert!(done, "conv backward: the implicit GEMM path vanished");
         dw
@@ -1272,7 +1352,7 @@ fn backward_scatter<T: ConvElem>(
                 let rows = |m0: usize, rows: usize| {
                     // SAFETY: rows m0.. of dW (K each) belong to this call only.
                     let dw_rows = unsafe { dwp.get().add(m0 * k) };
-                    T::gemm_dw_patches(rows, (&g[m0 * p..], p), x, s, c, dw_rows, (0, k))
+                    T::gemm_dw_patches(rows, (&g[m0 * p..], p), input, s, c, dw_rows, (0, k))
                 };
                 let done = if split {
                     split_blocks(s.o, 16, rows)
@@ -1542,6 +1622,10 @@ mod tests {
             ([3, 3, 3], [1, 1, 1], [1, 1, 1], [8, 1, 2, 40, 40], 70),
             // Two whole-item chunks of 1025 columns: merged, the tail panel moves.
             ([1, 3, 3], [1, 1, 1], [0, 1, 1], [16, 2, 1, 25, 41], 24),
+            // Strided W over row chunks (not merged, so bit-compared) from a phase-split
+            // input: an odd width (uneven phases) and a stride of 3.
+            ([1, 3, 3], [1, 2, 2], [0, 1, 1], [4, 2, 3, 64, 63], 20),
+            ([1, 3, 3], [1, 3, 3], [0, 1, 1], [3, 4, 2, 50, 47], 10),
         ];
         if !crate::layers::sgemm::has_fast_path() {
             eprintln!("no AVX-512: the implicit paths do not exist here, nothing to compare");
@@ -1668,6 +1752,36 @@ mod tests {
 
     /// The twin convolution's forward pass is the input gradient: the same values as W^T dY
     /// scattered back, in f64 and (to rounding) in f32 on the implicit path.
+    #[test]
+    fn phase_split_rows_hold_each_stride_phase_in_order() {
+        let g = CmGeometry {
+            kernel: [1, 3, 3],
+            stride: [1, 3, 3],
+            pad: [0, 1, 1],
+        };
+        // Rows of 7 columns, stride 3: phases {0, 3, 6}, {1, 4}, {2, 5}.
+        let s = Sizes::new([2, 1, 1, 3, 7], 4, g).expect("sizes");
+        let x: Vec<u32> = (0..42).collect();
+        let y = phase_split(&x, &s).expect("strided");
+        for (r, row) in y.chunks_exact(7).enumerate() {
+            let b = 7 * r as u32;
+            assert_eq!(row, [0, 3, 6, 1, 4, 2, 5].map(|c| b + c));
+        }
+        assert_eq!(
+            (0..3).map(|q| phase_start(7, 3, q)).collect::<Vec<_>>(),
+            [0, 3, 5]
+        );
+        let unit = Sizes::new(
+            [2, 1, 1, 3, 7],
+            4,
+            CmGeometry {
+                stride: [1, 1, 1],
+                ..g
+            },
+        );
+        assert!(phase_split(&x, &unit.expect("sizes")).is_none());
+    }
+
     #[test]
     fn transposed_input_gradient_equals_the_scattered_one() {
         // (kernel, pad, input (C, B, T, H, W), O): stride 1, every padding from 0 to k - 1;
