@@ -130,10 +130,9 @@ impl Sizes {
         (256 * 1024 / self.k().max(1)).clamp(128, 1024)
     }
 
-    /// Whether the map is small: a few chunks of whole batch items, too few to keep every
-    /// thread busy (the deep layers).
-    fn small_map(&self) -> bool {
-        let tasks = self.tasks();
+    /// Whether the map is small: its `tasks` (from [`Sizes::tasks`]) are a few chunks of whole
+    /// batch items, too few to keep every thread busy (the deep layers).
+    fn small_map(&self, tasks: &[Vec<Chunk>]) -> bool {
         few(tasks.len()) && tasks.iter().flatten().all(|c| c.whole_items(self))
     }
 
@@ -857,9 +856,10 @@ mod patches {
         k0: usize,
     }
 
-    /// A 32 x 32 block of one forward panel, aligned for vector loads.
+    /// A 32 x 32 block of one forward panel, aligned for vector loads; left uninitialised
+    /// (each copy writes the rows the transpose then reads).
     #[repr(align(64))]
-    struct Block([f32; PANEL_WIDTH * PANEL_WIDTH]);
+    struct Block(std::mem::MaybeUninit<[f32; PANEL_WIDTH * PANEL_WIDTH]>);
 
     impl PackB for Transposed<'_> {
         unsafe fn pack(&self, pc: usize, kc: usize, j: usize, nr: usize, dst: *mut f32) {
@@ -877,22 +877,18 @@ mod patches {
                 for q in (0..kc).step_by(PANEL_WIDTH) {
                     self.panels.prefetch(j, nr, pc + q);
                 }
-                let mut block = Block([0.0; PANEL_WIDTH * PANEL_WIDTH]);
+                let mut block = Block(std::mem::MaybeUninit::uninit());
+                let bp = block.0.as_mut_ptr().cast::<f32>();
                 let mut q = 0;
                 while q < kc {
                     let rows = PANEL_WIDTH.min(kc - q);
                     // SAFETY: AVX-512F is present on this path; the block holds nr <=
-                    // PANEL_WIDTH rows of PANEL_WIDTH floats; `dst` is the caller's kc x
-                    // PANEL_WIDTH panel and rows q.. + rows lie inside it.
+                    // PANEL_WIDTH rows of PANEL_WIDTH floats, all written by the copy before
+                    // the transpose reads them (it loads only rows < nr); `dst` is the caller's
+                    // kc x PANEL_WIDTH panel and rows q.. + rows lie inside it.
                     unsafe {
-                        self.panels.copy_avx512(j, nr, pc + q, block.0.as_mut_ptr());
-                        transpose_panel(
-                            block.0.as_ptr(),
-                            PANEL_WIDTH,
-                            nr,
-                            rows,
-                            dst.add(q * PANEL_WIDTH),
-                        );
+                        self.panels.copy_avx512(j, nr, pc + q, bp);
+                        transpose_panel(bp, PANEL_WIDTH, nr, rows, dst.add(q * PANEL_WIDTH));
                     }
                     q += PANEL_WIDTH;
                 }
@@ -1168,7 +1164,9 @@ fn forward_with<T: ConvElem>(x: &[T], w: &[T], s: &Sizes, implicit: bool) -> Vec
     // and each GEMM writes all O rows of its columns); the length is set once they have.
     let mut y: Vec<T> = Vec::with_capacity(s.o * p);
     let out = SharedMut(y.as_mut_ptr());
-    let chunks: Vec<Chunk> = s.tasks().into_iter().flatten().collect();
+    let tasks = s.tasks();
+    let small = s.small_map(&tasks);
+    let chunks: Vec<Chunk> = tasks.into_iter().flatten().collect();
     debug_assert_eq!(chunks.iter().map(|c| c.ncols(s)).sum::<usize>(), p);
     // Patches packed straight from x where the element type and CPU allow it (f32, AVX-512).
     let implicit = implicit
@@ -1181,7 +1179,7 @@ fn forward_with<T: ConvElem>(x: &[T], w: &[T], s: &Sizes, implicit: bool) -> Vec
     // Small maps (a few chunks of whole items, run one after another with the weight rows
     // split across threads): without a patch matrix to keep small, one chunk of all columns
     // streams the weight once instead of once per chunk.
-    let chunks = if implicit && s.small_map() {
+    let chunks = if implicit && small {
         vec![Chunk::all(s)]
     } else {
         chunks
@@ -1322,7 +1320,7 @@ fn backward_scatter<T: ConvElem>(
     // Small maps (a few whole-item chunks): one GEMM over all columns, its weight-gradient
     // columns split across threads, streams dY and builds each patch panel once, where a GEMM
     // per chunk would re-read the whole dW per chunk.
-    let merged = implicit && s.small_map();
+    let merged = implicit && s.small_map(&tasks);
     // Small maps always have too few tasks for one per thread; the merged dW lives in the
     // sequential branch below.
     debug_assert!(!merged || split);
@@ -1656,7 +1654,7 @@ mod tests {
                 let err = u.iter().zip(v).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
                 u.len() == v.len() && err <= tol * scale
             };
-            if s.small_map() {
+            if s.small_map(&s.tasks()) {
                 // One GEMM over all columns instead of one per chunk: the narrow tail panels
                 // (summed in another order) can fall on other columns.
                 assert!(
@@ -1675,7 +1673,7 @@ mod tests {
                 .collect();
             let (dx_a, dw_a) = backward_scatter(&x, &w, &dy, &s, true, true);
             let (dx_b, dw_b) = backward_scatter(&x, &w, &dy, &s, true, false);
-            if s.small_map() && s.tasks().len() > 1 {
+            if s.small_map(&s.tasks()) && s.tasks().len() > 1 {
                 // One GEMM over all columns instead of one per chunk: another summation order.
                 assert!(
                     close(&dw_a, &dw_b, 1e-5),
