@@ -8,7 +8,8 @@
 //! av-models --bench encoders` instead times each case a few times and prints seconds,
 //! GFLOP/s (conv + linear multiply-adds x 2; backward counted as 2x forward) and the
 //! peak RSS of the case, which is what docs/performance/models.md records
-//! (`AV_MODELS_CONV_IMPL=candle` switches to candle's conv2d for comparison).
+//! (`AV_MODELS_CONV_IMPL=candle` switches to candle's conv2d for comparison). The backward
+//! pass runs in an `av_models::PackedParams` scope, as the trainers do.
 
 // criterion_group! generates an undocumented `benches` fn; a bench has no public API.
 #![allow(missing_docs)]
@@ -83,10 +84,18 @@ fn cases() -> candle_core::Result<Vec<Case>> {
     )?;
     let xv = Tensor::randn(0f32, 1.0, (BATCH, 3, 8, 112, 112), &dev)?;
     let xa = Tensor::randn(0f32, 1.0, (BATCH, 1, 125, 80), &dev)?;
-    let step = |net: &dyn ModuleT, x: &Tensor, backward: bool| -> candle_core::Result<()> {
+    let plain = std::env::var_os("AV_MODELS_BENCH_PLAIN").is_some();
+    let step = move |net: &dyn ModuleT, x: &Tensor, backward: bool| -> candle_core::Result<()> {
+        // Parameters packed per fused block, as the trainers run (AV_MODELS_BENCH_PLAIN=1: a
+        // plain `backward()` through candle's per-edge bookkeeping, for comparison).
+        let scope = (backward && !plain).then(av_models::PackedParams::start);
         let y = net.forward_t(x, true)?; // train mode (batch statistics), as in PyTorch's script
         if backward {
-            let _grads = y.sqr()?.sum_all()?.backward()?;
+            let loss = y.sqr()?.sum_all()?;
+            let _grads = match scope {
+                Some(scope) => scope.backward(&loss)?,
+                None => loss.backward()?,
+            };
         } else {
             y.sum_all()?.to_scalar::<f32>()?;
         }

@@ -30,6 +30,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod heads;
 pub mod layers;
+pub mod packed_params;
 pub mod video;
 
 pub use audio::{AudioCnn, AudioCnnConfig};
@@ -42,6 +43,7 @@ pub use heads::{
     VicregExpander, VicregExpanderConfig, XidHead, XidHeadConfig,
 };
 pub use layers::{BatchNorm, Mlp};
+pub use packed_params::PackedParams;
 pub use video::{GlobalPool, R2Plus1d, R2Plus1dConfig, VideoLayout};
 
 /// Environment variable candle 0.11 reads once, when its own worker pool starts.

@@ -409,6 +409,8 @@ pub fn finetune(
             let b = batch?;
             let n = b.data.verb.len();
             let clips = b.data.clips.to_device(&device).ctx("batch to device")?;
+            // Fused blocks pack their parameters for this step (see av_models::PackedParams).
+            let packed = av_models::PackedParams::start();
             let out = ft.logits(&clips, n, true)?;
             let u = |v: &[usize]| {
                 Tensor::from_vec(
@@ -437,7 +439,7 @@ pub fn finetune(
                         .unwrap_or_else(|| "none".into()),
                 });
             }
-            let g = loss.backward().ctx("backward")?;
+            let g = packed.backward(&loss).ctx("backward")?;
             o.step(&g)
                 .map_err(|e| TrainError::other("fine-tuning step", e))?;
             step += 1;

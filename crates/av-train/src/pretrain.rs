@@ -346,6 +346,8 @@ pub fn pretrain(
                 audio: batch.data.audio.to_device(&device).ctx("batch to device")?,
                 indices: batch.indices.iter().map(|&i| ds.video_of(i)).collect(),
             };
+            // Fused blocks pack their parameters for this step (see av_models::PackedParams).
+            let packed = av_models::PackedParams::start();
             let out = model.loss(&db, true, &mut rng)?;
             let mut terms = Vec::with_capacity(out.terms.len());
             for (k, t) in &out.terms {
@@ -373,7 +375,7 @@ pub fn pretrain(
                     last_good,
                 });
             }
-            let grads = out.total.backward().ctx("backward")?;
+            let grads = packed.backward(&out.total).ctx("backward")?;
             opt.step(&grads)
                 .map_err(|e| TrainError::other(format!("optimiser step {step}"), e))?;
             step += 1;

@@ -30,6 +30,10 @@ pub struct Conv3dConfig {
 pub struct Conv3d {
     weight: Tensor,
     cfg: Conv3dConfig,
+    /// The variable `weight` is a reshape of (a 2-D conv's 4-D weight), if any: fused blocks
+    /// flatten this instead, since every reshape between a variable and its use costs the
+    /// backward pass a zero-fill and an add over the whole weight.
+    source: Option<Tensor>,
 }
 
 /// PyTorch's default conv init: kaiming_uniform(a = sqrt 5) = U(-1/sqrt(fan_in), +).
@@ -59,12 +63,22 @@ impl Conv3d {
                 format!("shape {:?} does not match config {cfg:?}", weight.dims()),
             ));
         }
-        Ok(Self { weight, cfg })
+        Ok(Self {
+            weight,
+            cfg,
+            source: None,
+        })
     }
 
     /// The (out, in, kt, kh, kw) weight.
     pub fn weight(&self) -> &Tensor {
         &self.weight
+    }
+
+    /// The tensor the weight was reshaped from (a 2-D conv's variable), else the weight: what
+    /// a fused block packs, so that its gradient crosses one graph edge fewer.
+    pub(crate) fn param_source(&self) -> &Tensor {
+        self.source.as_ref().unwrap_or(&self.weight)
     }
 
     /// The geometry.
@@ -233,14 +247,16 @@ impl Conv2d {
         let (o, c, kh, kw) = self.weight.dims4()?;
         let (s0, s1) = self.stride;
         let (p0, p1) = self.padding;
-        Conv3d::new(
+        let mut conv = Conv3d::new(
             self.weight.reshape((o, c, 1, kh, kw))?,
             Conv3dConfig {
                 kernel: [1, kh, kw],
                 stride: [1, s0, s1],
                 padding: [0, p0, p1],
             },
-        )
+        )?;
+        conv.source = Some(self.weight.clone());
+        Ok(conv)
     }
 }
 

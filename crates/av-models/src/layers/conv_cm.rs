@@ -323,8 +323,11 @@ fn phase_split<T: Copy + Default + Send + Sync>(x: &[T], s: &Sizes) -> Option<Ve
     Some(par_fill(x.len(), rows_per_piece * w, |piece, dst| {
         let src = &x[piece * rows_per_piece * w..][..dst.len()];
         for (d, r) in dst.chunks_exact_mut(w).zip(src.chunks_exact(w)) {
-            for (c, &v) in r.iter().enumerate() {
-                d[starts[c % sw] + c / sw] = v;
+            // One strided walk per phase: no division per element.
+            for (q, &start) in starts.iter().enumerate() {
+                for (o, &v) in d[start..].iter_mut().zip(r[q..].iter().step_by(sw)) {
+                    *o = v;
+                }
             }
         }
     }))

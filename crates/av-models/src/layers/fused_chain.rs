@@ -858,19 +858,19 @@ pub(crate) fn conv_bn_chain(
             geom: conv.config().into(),
             relu: *relu,
         });
-        parts.push(conv.weight().flatten_all()?);
-        parts.push(bn.weight().flatten_all()?);
-        parts.push(bn.bias().flatten_all()?);
+        parts.push(conv.param_source().clone());
+        parts.push(bn.weight().clone());
+        parts.push(bn.bias().clone());
     }
     let residual = match shortcut {
         Shortcut::None => Residual::None,
         Shortcut::Identity => Residual::Identity,
         Shortcut::Conv(c) => {
-            parts.push(c.weight().flatten_all()?);
+            parts.push(c.param_source().clone());
             Residual::Conv(c.config().into())
         }
     };
-    let params = Tensor::cat(&parts, 0)?;
+    let params = crate::packed_params::concat(&parts)?;
     let mode = if train {
         BnMode::Train
     } else {

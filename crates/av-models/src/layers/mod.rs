@@ -10,7 +10,7 @@ mod max_pool_op;
 pub mod mlp;
 pub mod norm;
 pub mod ops;
-mod par_vec;
+pub(crate) mod par_vec;
 pub mod pool;
 pub mod sgemm;
 mod simd;

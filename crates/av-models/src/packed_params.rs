@@ -1,0 +1,182 @@
+//! Parameter gradients of the fused blocks without candle's per-edge bookkeeping.
+//!
+//! A fused block (see `layers::fused_chain`) takes all its parameters as one flat tensor, the
+//! concatenation of its named variables. candle's backward pass allocates a zero tensor and
+//! adds into it for every graph edge, so each parameter's gradient crosses three of them
+//! (op -> concatenation -> reshape -> variable), three zero-fills and three adds over every
+//! weight of the network per step: a quarter of the audio encoder's backward pass.
+//!
+//! Inside a [`PackedParams`] scope each block's concatenation is instead a fresh variable
+//! (one edge), and [`PackedParams::backward`] hands every named variable a view of that
+//! variable's gradient. The gradients are the same values (`0 + g` is `g`); the scope exists
+//! because a plain `loss.backward()` would leave the named variables without gradients.
+
+use std::cell::{Cell, RefCell};
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Result, Storage, Tensor, Var};
+
+use crate::layers::bn_fused::slice;
+use crate::layers::par_vec::par_fill;
+
+/// One packed block: its flat variable and where each named variable sits in it.
+struct Pack {
+    flat: Tensor,
+    members: Vec<(Tensor, usize)>,
+}
+
+thread_local! {
+    /// Whether fused blocks built on this thread pack their parameters.
+    static ACTIVE: Cell<bool> = const { Cell::new(false) };
+    /// Blocks packed since the scope started, in order.
+    static PACKS: RefCell<Vec<Pack>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A scope in which the encoders' fused blocks take their parameters as one variable each;
+/// end it with [`PackedParams::backward`] to get gradients for the named variables.
+///
+/// ```
+/// use av_models::{AudioCnn, AudioCnnConfig, PackedParams};
+/// use candle_core::{DType, Device, ModuleT, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+///
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+/// let net = AudioCnn::new(&AudioCnnConfig::default().with_width(0.125), vb)?;
+/// let x = Tensor::randn(0f32, 1.0, (2, 1, 125, 80), &Device::Cpu)?;
+/// let scope = PackedParams::start();
+/// let loss = net.forward_t(&x, true)?.sqr()?.sum_all()?;
+/// let grads = scope.backward(&loss)?;
+/// let w = &varmap.data().lock().expect("varmap lock")["block1.conv1.weight"];
+/// assert_eq!(grads.get(w).map(|g| g.dims().to_vec()), Some(w.dims().to_vec()));
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+///
+/// The scope is per thread (forward passes on other threads are not packed) and ends when the
+/// value is dropped; a scope started inside another one leaves the outer scope in charge.
+#[must_use = "the scope ends when this value is dropped"]
+pub struct PackedParams {
+    /// False for a scope started inside another: the outer one ends packing.
+    owner: bool,
+}
+
+impl PackedParams {
+    /// Starts packing on this thread.
+    pub fn start() -> Self {
+        let owner = !ACTIVE.with(|a| a.replace(true));
+        Self { owner }
+    }
+
+    /// `loss.backward()`, plus the gradient of every named variable of the blocks packed in
+    /// this scope (summed over the blocks that used it). Ends the scope.
+    pub fn backward(self, loss: &Tensor) -> Result<GradStore> {
+        let mut grads = loss.backward()?;
+        let packs = if self.owner {
+            PACKS.with(|p| std::mem::take(&mut *p.borrow_mut()))
+        } else {
+            PACKS.with(|p| {
+                p.borrow()
+                    .iter()
+                    .map(|k| Pack {
+                        flat: k.flat.clone(),
+                        members: k.members.clone(),
+                    })
+                    .collect()
+            })
+        };
+        for pack in packs {
+            let Some(g) = grads.remove(&pack.flat) else {
+                continue;
+            };
+            for (member, off) in pack.members {
+                let view = g
+                    .narrow(0, off, member.elem_count())?
+                    .reshape(member.shape())?;
+                let sum = match grads.get(&member) {
+                    Some(prev) => (prev + &view)?,
+                    None => view,
+                };
+                grads.insert(&member, sum);
+            }
+        }
+        Ok(grads)
+    }
+}
+
+impl Drop for PackedParams {
+    fn drop(&mut self) {
+        if self.owner {
+            ACTIVE.with(|a| a.set(false));
+            PACKS.with(|p| p.borrow_mut().clear());
+        }
+    }
+}
+
+/// The 1-D concatenation of `parts` (each flattened) that a fused block takes: a new variable
+/// recorded for [`PackedParams::backward`] inside a scope when every part is a variable of the
+/// same float type on the CPU, else candle's `cat`, whose backward reaches the parts itself.
+pub(crate) fn concat(parts: &[Tensor]) -> Result<Tensor> {
+    let packable = ACTIVE.with(|a| a.get())
+        && parts.first().is_some_and(|p| {
+            matches!(p.dtype(), DType::F32 | DType::F64)
+                && parts
+                    .iter()
+                    .all(|t| t.is_variable() && t.dtype() == p.dtype() && t.device().is_cpu())
+        });
+    if !packable {
+        let flat = parts
+            .iter()
+            .map(|t| t.flatten_all())
+            .collect::<Result<Vec<_>>>()?;
+        return Tensor::cat(&flat, 0);
+    }
+    let flat = match parts[0].dtype() {
+        DType::F64 => gather::<f64>(parts)?,
+        _ => gather::<f32>(parts)?,
+    };
+    let mut members = Vec::with_capacity(parts.len());
+    let mut off = 0;
+    for p in parts {
+        members.push((p.clone(), off));
+        off += p.elem_count();
+    }
+    PACKS.with(|k| {
+        k.borrow_mut().push(Pack {
+            flat: flat.clone(),
+            members,
+        })
+    });
+    Ok(flat)
+}
+
+/// Copies the parts' values, in order, into one new 1-D variable (on the rayon pool: the
+/// video encoder's deep blocks hold millions of values).
+fn gather<T: candle_core::WithDType + Default>(parts: &[Tensor]) -> Result<Tensor> {
+    let parts = parts
+        .iter()
+        .map(|p| p.contiguous())
+        .collect::<Result<Vec<_>>>()?;
+    let guards: Vec<_> = parts.iter().map(|p| p.storage_and_layout()).collect();
+    let mut segments: Vec<(usize, &[T])> = Vec::with_capacity(parts.len());
+    let mut n = 0;
+    for (storage, layout) in &guards {
+        let Storage::Cpu(cpu) = &**storage else {
+            candle_core::bail!("packed parameters: CPU tensors only");
+        };
+        let src = slice::<T>(cpu, layout, "packed parameters")?;
+        segments.push((n, src));
+        n += src.len();
+    }
+    // Pieces of 64 Ki values; each copies the overlapping parts of the segments.
+    let data = par_fill(n, 1 << 16, |i, dst: &mut [T]| {
+        let lo = i << 16;
+        let hi = lo + dst.len();
+        for &(s0, src) in &segments {
+            let (a, b) = (s0.max(lo), (s0 + src.len()).min(hi));
+            if a < b {
+                dst[a - lo..b - lo].copy_from_slice(&src[a - s0..b - s0]);
+            }
+        }
+    });
+    Ok(Var::from_vec(data, n, &candle_core::Device::Cpu)?.into_inner())
+}
