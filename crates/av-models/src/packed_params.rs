@@ -7,21 +7,28 @@
 //! weight of the network per step: a quarter of the audio encoder's backward pass.
 //!
 //! Inside a [`PackedParams`] scope each block's concatenation is instead a fresh variable
-//! (one edge), and [`PackedParams::backward`] hands every named variable a view of that
-//! variable's gradient. The gradients are the same values (`0 + g` is `g`); the scope exists
-//! because a plain `loss.backward()` would leave the named variables without gradients.
+//! whose gradient the block's op hands straight to the scope (no edge at all), and
+//! [`PackedParams::backward`] gives every named variable a view of it. The gradients are the
+//! same values (`0 + g` is `g`); the scope exists because a plain `loss.backward()` would
+//! leave the named variables without gradients.
 
 use std::cell::{Cell, RefCell};
+use std::sync::{Arc, Mutex};
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Storage, Tensor, Var};
 
 use crate::layers::bn_fused::slice;
-use crate::layers::par_vec::par_fill;
+use crate::layers::par_vec::par_concat;
 
-/// One packed block: its flat variable and where each named variable sits in it.
+/// Where a fused block inside a scope leaves its flat parameter gradient. The block's op
+/// hands it over here instead of returning it to candle, whose backward pass would zero-fill
+/// a buffer of the same size and add the gradient into it before anyone could read it.
+pub(crate) type GradSlot = Arc<Mutex<Option<Tensor>>>;
+
+/// One packed block: its flat gradient's slot and where each named variable sits in it.
 struct Pack {
-    flat: Tensor,
+    grad: GradSlot,
     members: Vec<(Tensor, usize)>,
 }
 
@@ -78,14 +85,16 @@ impl PackedParams {
                 p.borrow()
                     .iter()
                     .map(|k| Pack {
-                        flat: k.flat.clone(),
+                        grad: k.grad.clone(),
                         members: k.members.clone(),
                     })
                     .collect()
             })
         };
         for pack in packs {
-            let Some(g) = grads.remove(&pack.flat) else {
+            // Empty when the block was not on the loss's path.
+            let taken = pack.grad.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let Some(g) = taken else {
                 continue;
             };
             for (member, off) in pack.members {
@@ -112,10 +121,12 @@ impl Drop for PackedParams {
     }
 }
 
-/// The 1-D concatenation of `parts` (each flattened) that a fused block takes: a new variable
-/// recorded for [`PackedParams::backward`] inside a scope when every part is a variable of the
-/// same float type on the CPU, else candle's `cat`, whose backward reaches the parts itself.
-pub(crate) fn concat(parts: &[Tensor]) -> Result<Tensor> {
+/// The 1-D concatenation of `parts` (each flattened) that a fused block takes. Inside a scope,
+/// when every part is a variable of the same float type on the CPU, it is a new variable (so
+/// the block's node stays on the gradient path) recorded for [`PackedParams::backward`], with
+/// the slot the block must leave its parameter gradient in. Otherwise it is candle's `cat`,
+/// whose backward reaches the parts itself, and no slot.
+pub(crate) fn concat(parts: &[Tensor]) -> Result<(Tensor, Option<GradSlot>)> {
     let packable = ACTIVE.with(|a| a.get())
         && parts.first().is_some_and(|p| {
             matches!(p.dtype(), DType::F32 | DType::F64)
@@ -128,7 +139,7 @@ pub(crate) fn concat(parts: &[Tensor]) -> Result<Tensor> {
             .iter()
             .map(|t| t.flatten_all())
             .collect::<Result<Vec<_>>>()?;
-        return Tensor::cat(&flat, 0);
+        return Ok((Tensor::cat(&flat, 0)?, None));
     }
     let flat = match parts[0].dtype() {
         DType::F64 => gather::<f64>(parts)?,
@@ -140,43 +151,32 @@ pub(crate) fn concat(parts: &[Tensor]) -> Result<Tensor> {
         members.push((p.clone(), off));
         off += p.elem_count();
     }
+    let grad = GradSlot::default();
     PACKS.with(|k| {
         k.borrow_mut().push(Pack {
-            flat: flat.clone(),
+            grad: grad.clone(),
             members,
         })
     });
-    Ok(flat)
+    Ok((flat, Some(grad)))
 }
 
 /// Copies the parts' values, in order, into one new 1-D variable (on the rayon pool: the
 /// video encoder's deep blocks hold millions of values).
-fn gather<T: candle_core::WithDType + Default>(parts: &[Tensor]) -> Result<Tensor> {
+fn gather<T: candle_core::WithDType>(parts: &[Tensor]) -> Result<Tensor> {
     let parts = parts
         .iter()
         .map(|p| p.contiguous())
         .collect::<Result<Vec<_>>>()?;
     let guards: Vec<_> = parts.iter().map(|p| p.storage_and_layout()).collect();
-    let mut segments: Vec<(usize, &[T])> = Vec::with_capacity(parts.len());
-    let mut n = 0;
+    let mut slices: Vec<&[T]> = Vec::with_capacity(parts.len());
     for (storage, layout) in &guards {
         let Storage::Cpu(cpu) = &**storage else {
             candle_core::bail!("packed parameters: CPU tensors only");
         };
-        let src = slice::<T>(cpu, layout, "packed parameters")?;
-        segments.push((n, src));
-        n += src.len();
+        slices.push(slice::<T>(cpu, layout, "packed parameters")?);
     }
-    // Pieces of 64 Ki values; each copies the overlapping parts of the segments.
-    let data = par_fill(n, 1 << 16, |i, dst: &mut [T]| {
-        let lo = i << 16;
-        let hi = lo + dst.len();
-        for &(s0, src) in &segments {
-            let (a, b) = (s0.max(lo), (s0 + src.len()).min(hi));
-            if a < b {
-                dst[a - lo..b - lo].copy_from_slice(&src[a - s0..b - s0]);
-            }
-        }
-    });
+    let data = par_concat(&slices);
+    let n = data.len();
     Ok(Var::from_vec(data, n, &candle_core::Device::Cpu)?.into_inner())
 }

@@ -11,6 +11,7 @@
 //! Parameters travel as one flat tensor (each unit's conv weight, BN weight, BN bias, then the
 //! residual conv's weight) so that a single custom op can return all their gradients.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::backend::BackendStorage;
@@ -19,8 +20,9 @@ use rayon::prelude::*;
 
 use super::bn_fused::slice;
 use super::conv_cm::{self, CmGeometry, ConvElem, Sizes};
-use super::par_vec::{par_copy, par_fill, par_fill_map, par_zeros};
+use super::par_vec::{par_concat, par_init, par_init_map};
 use super::simd::dispatch;
+use crate::packed_params::GradSlot;
 
 /// Name of the op in errors.
 const OP: &str = "fused block";
@@ -99,6 +101,9 @@ pub(crate) struct FusedChain {
     saved: Mutex<Option<SavedAny>>,
     /// Per unit batch (mean, biased var), written by a training forward pass.
     stats: BatchStats,
+    /// Inside a `PackedParams` scope: where the parameter gradient goes instead of back to
+    /// candle.
+    param_grad: Option<GradSlot>,
 }
 
 impl FusedChain {
@@ -160,11 +165,14 @@ fn bn_act<T: ChainElem>(
 ) -> Vec<T> {
     let c = gamma.len();
     let l = x.len() / c;
-    par_fill(x.len(), l, |ch, dst| {
-        let scale = invstd[ch] * gamma[ch].to_f64();
-        let src = &x[ch * l..(ch + 1) * l];
-        T::affine(src, dst, mean[ch], scale, beta[ch].to_f64(), relu);
-    })
+    // SAFETY: `affine` writes every element of its piece (one channel's row).
+    unsafe {
+        par_init(x.len(), l, |ch, dst| {
+            let scale = invstd[ch] * gamma[ch].to_f64();
+            let src = &x[ch * l..(ch + 1) * l];
+            T::affine(src, dst, mean[ch], scale, beta[ch].to_f64(), relu);
+        })
+    }
 }
 
 /// Backward of [`bn_act`]: (dx, dgamma, dbeta). In train mode the statistics depend on x.
@@ -181,23 +189,26 @@ fn bn_act_backward<T: ChainElem>(
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let c = gamma.len();
     let l = x.len() / c;
-    let (dx, sums): (Vec<T>, Vec<(f64, f64)>) = par_fill_map(x.len(), l, |ch, dst| {
-        let r = ch * l..(ch + 1) * l;
-        let (g, xs, ys) = (&dy[r.clone()], &x[r.clone()], &y[r]);
-        let (m, inv) = (mean[ch], invstd[ch]);
-        // Σ g and Σ g * xhat, with g = dy masked by the ReLU.
-        let (s_g, s_gx) = T::masked_sums(g, xs, ys, m, relu);
-        let s_gx = s_gx * inv;
-        let k = gamma[ch].to_f64() * inv;
-        if train {
-            let (a, b) = (s_g / l as f64, s_gx / l as f64 * inv);
-            // dx = k * (g - a - (x - m) * inv * s_gx / L)
-            T::bn_grad(g, xs, ys, dst, k, a, b, m, relu);
-        } else {
-            T::bn_grad(g, xs, ys, dst, k, 0.0, 0.0, m, relu);
-        }
-        (s_gx, s_g)
-    });
+    // SAFETY: `bn_grad` writes every element of its piece (one channel's row).
+    let (dx, sums): (Vec<T>, Vec<(f64, f64)>) = unsafe {
+        par_init_map(x.len(), l, |ch, dst| {
+            let r = ch * l..(ch + 1) * l;
+            let (g, xs, ys) = (&dy[r.clone()], &x[r.clone()], &y[r]);
+            let (m, inv) = (mean[ch], invstd[ch]);
+            // Σ g and Σ g * xhat, with g = dy masked by the ReLU.
+            let (s_g, s_gx) = T::masked_sums(g, xs, ys, m, relu);
+            let s_gx = s_gx * inv;
+            let k = gamma[ch].to_f64() * inv;
+            if train {
+                let (a, b) = (s_g / l as f64, s_gx / l as f64 * inv);
+                // dx = k * (g - a - (x - m) * inv * s_gx / L)
+                T::bn_grad(g, xs, ys, dst, k, a, b, m, relu);
+            } else {
+                T::bn_grad(g, xs, ys, dst, k, 0.0, 0.0, m, relu);
+            }
+            (s_gx, s_g)
+        })
+    };
     let dgamma = sums.iter().map(|s| T::from_f64(s.0)).collect();
     let dbeta = sums.iter().map(|s| T::from_f64(s.1)).collect();
     (dx, dgamma, dbeta)
@@ -301,8 +312,11 @@ impl FusedChain {
         saved: &Saved<T>,
     ) -> (Vec<T>, Vec<T>) {
         let (offs, res_off) = param_offsets(&self.units, &saved.sizes);
-        let mut dp = par_zeros(p.len());
         let train = matches!(self.mode, BnMode::Train);
+        // Per unit (dW, dgamma, dbeta), then the shortcut's dW: concatenated at the end in the
+        // parameters' order, without zero-filling a parameter-sized buffer first.
+        let mut unit_grads: Vec<[Vec<T>; 3]> = Vec::with_capacity(self.units.len());
+        let mut res_dw: Vec<T> = Vec::new();
         // The incoming gradient is read in place; each unit's input gradient replaces it.
         let mut g: std::borrow::Cow<'_, [T]> = std::borrow::Cow::Borrowed(dy);
         let mut dx_res: Option<Vec<T>> = None;
@@ -323,15 +337,13 @@ impl FusedChain {
                 u.relu,
                 train,
             );
-            dp[g0..b0].copy_from_slice(&dgamma);
-            dp[b0..b0 + u.out_c].copy_from_slice(&dbeta);
             // A conv shortcut's gradients (an identity shortcut's is `da` itself, moved below).
             if let (true, Residual::Conv(_), Some(rs)) =
                 (i + 1 == self.units.len(), self.residual, saved.res_sizes)
             {
                 let w = &p[res_off..res_off + rs.weight_len()];
                 let (dxr, dw) = conv_cm::backward(x, w, &da, &rs, self.need_dx);
-                par_copy(&mut dp[res_off..res_off + rs.weight_len()], &dw);
+                res_dw = dw;
                 if self.need_dx {
                     dx_res = Some(dxr);
                 }
@@ -339,13 +351,18 @@ impl FusedChain {
             let input = if i == 0 { x } else { &saved.act[i - 1] };
             let need = i > 0 || self.need_dx;
             let (dinput, dw) = conv_cm::backward(input, &p[w0..g0], &da, &saved.sizes[i], need);
-            par_copy(&mut dp[w0..g0], &dw);
+            debug_assert_eq!(dw.len(), g0 - w0);
+            unit_grads.push([dw, dgamma, dbeta]);
             let identity = matches!(self.residual, Residual::Identity);
             if i + 1 == self.units.len() && identity && self.need_dx {
                 dx_res = Some(da);
             }
             g = std::borrow::Cow::Owned(dinput);
         }
+        let mut pieces: Vec<&[T]> = unit_grads.iter().rev().flatten().map(|v| &v[..]).collect();
+        pieces.push(&res_dw);
+        let dp = par_concat(&pieces);
+        assert_eq!(dp.len(), p.len(), "fused block: parameter gradient size");
         let mut g = g.into_owned();
         if let Some(r) = dx_res {
             g.par_iter_mut()
@@ -401,15 +418,23 @@ fn lock<V>(m: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
 
 /// Element-type specific pieces: vectorisable f32 loops, and wrapping of saved activations.
 trait ChainElem: ConvElem {
-    /// dst = [relu]((src - mean) * scale + shift).
-    fn affine(src: &[Self], dst: &mut [Self], mean: f64, scale: f64, shift: f64, relu: bool);
-    /// dst = k * (g' - a - (x - m) * b), g' = g masked where y <= 0 (with relu).
+    /// dst = [relu]((src - mean) * scale + shift), writing every element of `dst`.
+    fn affine(
+        src: &[Self],
+        dst: &mut [MaybeUninit<Self>],
+        mean: f64,
+        scale: f64,
+        shift: f64,
+        relu: bool,
+    );
+    /// dst = k * (g' - a - (x - m) * b), g' = g masked where y <= 0 (with relu), writing
+    /// every element of `dst`.
     #[allow(clippy::too_many_arguments)]
     fn bn_grad(
         g: &[Self],
         x: &[Self],
         y: &[Self],
-        dst: &mut [Self],
+        dst: &mut [MaybeUninit<Self>],
         k: f64,
         a: f64,
         b: f64,
@@ -429,6 +454,8 @@ trait ChainElem: ConvElem {
 macro_rules! chain_kernels {
     ($t:ty, $m:ident) => {
         mod $m {
+            use std::mem::MaybeUninit;
+
             /// Lane-wise partial sums over short blocks (vectorisable), carried in f64.
             const LANES: usize = 16;
             const BLOCK: usize = 1024;
@@ -436,7 +463,7 @@ macro_rules! chain_kernels {
             #[inline(always)]
             pub(super) fn affine(
                 src: &[$t],
-                dst: &mut [$t],
+                dst: &mut [MaybeUninit<$t>],
                 mean: f64,
                 scale: f64,
                 shift: f64,
@@ -445,11 +472,11 @@ macro_rules! chain_kernels {
                 let (m, scale, shift) = (mean as $t, scale as $t, shift as $t);
                 if relu {
                     for (d, s) in dst.iter_mut().zip(src) {
-                        *d = ((*s - m) * scale + shift).max(0.0);
+                        d.write(((*s - m) * scale + shift).max(0.0));
                     }
                 } else {
                     for (d, s) in dst.iter_mut().zip(src) {
-                        *d = (*s - m) * scale + shift;
+                        d.write((*s - m) * scale + shift);
                     }
                 }
             }
@@ -460,7 +487,7 @@ macro_rules! chain_kernels {
                 g: &[$t],
                 x: &[$t],
                 y: &[$t],
-                dst: &mut [$t],
+                dst: &mut [MaybeUninit<$t>],
                 k: f64,
                 a: f64,
                 b: f64,
@@ -472,11 +499,11 @@ macro_rules! chain_kernels {
                 if relu {
                     for (((d, gv), xv), yv) in dst.iter_mut().zip(g).zip(x).zip(y) {
                         let gv = if *yv > 0.0 { *gv } else { 0.0 };
-                        *d = kk * gv - ka - kb * (*xv - mm);
+                        d.write(kk * gv - ka - kb * (*xv - mm));
                     }
                 } else {
                     for ((d, gv), xv) in dst.iter_mut().zip(g).zip(x) {
-                        *d = kk * *gv - ka - kb * (*xv - mm);
+                        d.write(kk * *gv - ka - kb * (*xv - mm));
                     }
                 }
             }
@@ -568,11 +595,11 @@ chain_kernels!(f32, k32);
 chain_kernels!(f64, k64);
 
 dispatch! {
-    fn affine_f32(src: &[f32], dst: &mut [f32], mean: f64, scale: f64, shift: f64, relu: bool) -> () => k32::affine
+    fn affine_f32(src: &[f32], dst: &mut [MaybeUninit<f32>], mean: f64, scale: f64, shift: f64, relu: bool) -> () => k32::affine
 }
 dispatch! {
     fn bn_grad_f32(
-        g: &[f32], x: &[f32], y: &[f32], dst: &mut [f32], k: f64, a: f64, b: f64, m: f64, relu: bool,
+        g: &[f32], x: &[f32], y: &[f32], dst: &mut [MaybeUninit<f32>], k: f64, a: f64, b: f64, m: f64, relu: bool,
     ) -> () => k32::bn_grad
 }
 /// [`ChainElem::masked_sums`] for f32: explicit AVX-512 where available (LLVM leaves the
@@ -634,7 +661,7 @@ macro_rules! impl_chain_elem {
         impl ChainElem for $t {
             fn affine(
                 src: &[Self],
-                dst: &mut [Self],
+                dst: &mut [MaybeUninit<Self>],
                 mean: f64,
                 scale: f64,
                 shift: f64,
@@ -646,7 +673,7 @@ macro_rules! impl_chain_elem {
                 g: &[Self],
                 x: &[Self],
                 y: &[Self],
-                dst: &mut [Self],
+                dst: &mut [MaybeUninit<Self>],
                 k: f64,
                 a: f64,
                 b: f64,
@@ -739,7 +766,13 @@ impl CustomOp2 for FusedChain {
             SavedAny::F32(sv) => self.grads::<f32>(st, sv, x, p)?,
             SavedAny::F64(sv) => self.grads::<f64>(st, sv, x, p)?,
         };
-        Ok((dx, Some(dp)))
+        match &self.param_grad {
+            Some(slot) => {
+                *lock(slot) = Some(dp);
+                Ok((dx, None))
+            }
+            None => Ok((dx, Some(dp))),
+        }
     }
 }
 
@@ -749,6 +782,7 @@ impl CustomOp2 for FusedChain {
 pub(crate) fn run_chain(
     x: &Tensor,
     params: &Tensor,
+    param_grad: Option<GradSlot>,
     units: Vec<UnitSpec>,
     residual: Residual,
     mode: BnMode,
@@ -771,6 +805,7 @@ pub(crate) fn run_chain(
         need_dx: x.track_op(),
         saved: Mutex::new(None),
         stats: stats.clone(),
+        param_grad,
     };
     let y = x.contiguous()?.apply_op2(&params.contiguous()?, op)?;
     let batch = std::mem::take(&mut *lock(&stats));
@@ -870,7 +905,7 @@ pub(crate) fn conv_bn_chain(
             Residual::Conv(c.config().into())
         }
     };
-    let params = crate::packed_params::concat(&parts)?;
+    let (params, grad_slot) = crate::packed_params::concat(&parts)?;
     let mode = if train {
         BnMode::Train
     } else {
@@ -885,7 +920,7 @@ pub(crate) fn conv_bn_chain(
             .collect::<Result<Vec<_>>>()?;
         BnMode::Eval(stats)
     };
-    let (y, batch) = run_chain(x, &params, specs, residual, mode, eps)?;
+    let (y, batch) = run_chain(x, &params, grad_slot, specs, residual, mode, eps)?;
     if train {
         let dev = x.device();
         for (((_, bn, _), (mean, var)), &n) in units.iter().zip(&batch).zip(&counts) {

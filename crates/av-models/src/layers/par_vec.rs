@@ -38,6 +38,43 @@ where
     (v, results)
 }
 
+/// [`par_fill_map`] for fills that write every element: the pieces are handed over
+/// uninitialised, saving the zeroing pass (a memset per piece that cost the audio encoder's
+/// step about 4 % of its CPU time).
+///
+/// # Safety
+/// `f` must write every element of each piece it is given.
+pub(crate) unsafe fn par_init_map<T, R, F>(n: usize, chunk: usize, f: F) -> (Vec<T>, Vec<R>)
+where
+    T: Copy + Send + Sync,
+    R: Send,
+    F: Fn(usize, &mut [MaybeUninit<T>]) -> R + Sync,
+{
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    let results = v.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .map(|(i, piece)| f(i, piece))
+        .collect();
+    // SAFETY: the pieces cover all `n` elements of the capacity, and the caller guarantees
+    // `f` wrote every element of each.
+    unsafe { v.set_len(n) };
+    (v, results)
+}
+
+/// [`par_init_map`] without results.
+///
+/// # Safety
+/// As [`par_init_map`]: `f` must write every element of each piece.
+pub(crate) unsafe fn par_init<T, F>(n: usize, chunk: usize, f: F) -> Vec<T>
+where
+    T: Copy + Send + Sync,
+    F: Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+{
+    // SAFETY: the caller's contract.
+    unsafe { par_init_map(n, chunk, f).0 }
+}
+
 /// [`par_fill_map`] without results.
 pub(crate) fn par_fill<T, F>(n: usize, chunk: usize, f: F) -> Vec<T>
 where
@@ -54,12 +91,31 @@ pub(crate) fn par_zeros<T: Copy + Default + Send + Sync>(n: usize) -> Vec<T> {
     par_fill(n, 1 << 16, |_, _| {})
 }
 
-/// `dst.copy_from_slice(src)` on the rayon pool.
-pub(crate) fn par_copy<T: Copy + Send + Sync>(dst: &mut [T], src: &[T]) {
-    assert_eq!(dst.len(), src.len(), "par_copy: lengths differ");
-    dst.par_chunks_mut(1 << 16)
-        .zip(src.par_chunks(1 << 16))
-        .for_each(|(d, s)| d.copy_from_slice(s));
+/// The concatenation of `parts`, copied on the rayon pool in pieces of 64 Ki values, without
+/// zero-filling the result first.
+pub(crate) fn par_concat<T: Copy + Send + Sync>(parts: &[&[T]]) -> Vec<T> {
+    let mut starts = Vec::with_capacity(parts.len());
+    let mut n = 0;
+    for p in parts {
+        starts.push(n);
+        n += p.len();
+    }
+    // SAFETY: the parts tile 0..n without gaps (each starts where the previous ended), so
+    // every element of every piece is written.
+    unsafe {
+        par_init(n, 1 << 16, |i, dst: &mut [MaybeUninit<T>]| {
+            let lo = i << 16;
+            let hi = lo + dst.len();
+            for (&s0, src) in starts.iter().zip(parts) {
+                let (a, b) = (s0.max(lo), (s0 + src.len()).min(hi));
+                if a < b {
+                    for (d, v) in dst[a - lo..b - lo].iter_mut().zip(&src[a - s0..b - s0]) {
+                        d.write(*v);
+                    }
+                }
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -79,9 +135,26 @@ mod tests {
         assert!(v.iter().enumerate().all(|(j, &x)| x == (j / 64) as f32));
         assert!(par_zeros::<f64>(200_000).iter().all(|&x| x == 0.0));
         assert!(par_zeros::<f32>(0).is_empty());
-        let src: Vec<u32> = (0..300_000).collect();
-        let mut dst = vec![0; src.len()];
-        par_copy(&mut dst, &src);
-        assert_eq!(dst, src);
+        // SAFETY: every element of every piece is written.
+        let (v, r) = unsafe {
+            par_init_map(1000, 64, |i, piece: &mut [MaybeUninit<u32>]| {
+                piece.iter_mut().for_each(|x| {
+                    x.write(i as u32);
+                });
+                i
+            })
+        };
+        assert_eq!(r, (0..16).collect::<Vec<_>>());
+        assert!(v.iter().enumerate().all(|(j, &x)| x == (j / 64) as u32));
+        let (a, b, c): (Vec<u32>, Vec<u32>, Vec<u32>) = (
+            (0..70_000).collect(),
+            Vec::new(),
+            (70_000..200_001).collect(),
+        );
+        assert_eq!(
+            par_concat(&[&a, &b, &c]),
+            (0..200_001).collect::<Vec<u32>>()
+        );
+        assert!(par_concat::<f32>(&[]).is_empty());
     }
 }
