@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::bad_input;
-use crate::layers::fused_chain::{conv_bn_chain, Shortcut};
+use crate::layers::fused_chain::{conv_bn_chain, conv_bn_pool_chain, Shortcut};
 use crate::layers::{
     batch_norm, conv3d, global_avg_pool, global_max_pool, linear, BatchNorm, Conv3d, Conv3dConfig,
     LinearInit, MaxPool,
@@ -439,8 +439,9 @@ impl R2Plus1d {
         };
         let mut y = match &self.stem {
             Stem::Avid { conv, bn, pool } if !all_stages => {
-                match conv_bn_chain(x, &[(conv, bn, true)], Shortcut::None, train)? {
-                    Some(r) => pool.forward(&r)?,
+                let units = [(conv, bn, true)];
+                match conv_bn_pool_chain(x, &units, Shortcut::None, Some(pool), train)? {
+                    Some(p) => p,
                     None => pool.forward(&bn.forward_t_cm(&conv.forward_cm(x)?, train)?.relu()?)?,
                 }
             }

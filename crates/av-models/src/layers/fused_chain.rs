@@ -26,7 +26,8 @@ use crate::packed_params::GradSlot;
 
 /// Name of the op in errors.
 const OP: &str = "fused block";
-use super::{BatchNorm, Conv3d};
+use super::max_pool_op::{unpool_planes, Pool3, PoolElem};
+use super::{BatchNorm, Conv3d, MaxPool};
 
 /// One conv (no bias) -> BatchNorm -> optional ReLU unit.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +82,8 @@ struct Saved<T> {
     /// Conv sizes per unit, then the residual conv's.
     sizes: Vec<Sizes>,
     res_sizes: Option<Sizes>,
+    /// With a trailing max pool: the un-pooled block output and each pooled value's argmax.
+    pooled: Option<(Vec<T>, Vec<u32>)>,
 }
 
 enum SavedAny {
@@ -96,6 +99,10 @@ pub(crate) struct FusedChain {
     eps: f64,
     /// Keep activations for a backward pass (only when some input tracks gradients).
     keep: bool,
+    /// A max pool over (T, H, W) applied to the last unit's output (the R(2+1)D stem's), and
+    /// its pooled (T', H', W'); pooling inside the op spares the graph an edge the size of the
+    /// largest activation of the network.
+    pool: Option<(Pool3, [usize; 3])>,
     /// Whether the input needs a gradient (false for a network's first layer).
     need_dx: bool,
     saved: Mutex<Option<SavedAny>>,
@@ -289,6 +296,14 @@ impl FusedChain {
         }
         // The block output is the op's result; backward reads it from there, not a copy.
         let out = act.pop().unwrap_or_default();
+        let (out, shape, pooled) = match self.pool {
+            Some((g, o3)) => {
+                let (y, arg) = T::pool_planes(&out, [d[0] * d[1], d[2], d[3], d[4]], g, o3);
+                let shape = [d[0], d[1], o3[0], o3[1], o3[2]];
+                (y, shape, Some((out, arg)))
+            }
+            None => (out, d, None),
+        };
         if self.keep {
             let saved = Saved {
                 conv_out,
@@ -297,10 +312,11 @@ impl FusedChain {
                 invstd: invstds,
                 sizes,
                 res_sizes,
+                pooled,
             };
             *lock(&self.saved) = Some(T::wrap(saved));
         }
-        Ok((out, Shape::from(d.to_vec())))
+        Ok((out, Shape::from(shape.to_vec())))
     }
 
     fn backward<T: ChainElem>(
@@ -317,8 +333,17 @@ impl FusedChain {
         // parameters' order, without zero-filling a parameter-sized buffer first.
         let mut unit_grads: Vec<[Vec<T>; 3]> = Vec::with_capacity(self.units.len());
         let mut res_dw: Vec<T> = Vec::new();
-        // The incoming gradient is read in place; each unit's input gradient replaces it.
-        let mut g: std::borrow::Cow<'_, [T]> = std::borrow::Cow::Borrowed(dy);
+        // The incoming gradient is read in place; each unit's input gradient replaces it. With
+        // a pool it is first routed back to the un-pooled output's maxima.
+        let (mut g, out): (std::borrow::Cow<'_, [T]>, &[T]) = match (&saved.pooled, self.pool) {
+            (Some((full, arg)), Some((_, o3))) => {
+                let d = saved.sizes.last().map(|s| s.out_dims()).unwrap_or_default();
+                let dims = [d[0] * d[1], d[2], d[3], d[4]];
+                let up = unpool_planes(dy, arg, dims, o3);
+                (std::borrow::Cow::Owned(up), &full[..])
+            }
+            _ => (std::borrow::Cow::Borrowed(dy), out),
+        };
         let mut dx_res: Option<Vec<T>> = None;
         for i in (0..self.units.len()).rev() {
             let u = &self.units[i];
@@ -417,7 +442,7 @@ fn lock<V>(m: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
 }
 
 /// Element-type specific pieces: vectorisable f32 loops, and wrapping of saved activations.
-trait ChainElem: ConvElem {
+trait ChainElem: ConvElem + PoolElem {
     /// dst = [relu]((src - mean) * scale + shift), writing every element of `dst`.
     fn affine(
         src: &[Self],
@@ -781,10 +806,9 @@ impl CustomOp2 for FusedChain {
 /// (mean, biased variance) for the caller's running statistics.
 pub(crate) fn run_chain(
     x: &Tensor,
-    params: &Tensor,
-    param_grad: Option<GradSlot>,
+    (params, param_grad): (&Tensor, Option<GradSlot>),
     units: Vec<UnitSpec>,
-    residual: Residual,
+    (residual, pool): (Residual, Option<(Pool3, [usize; 3])>),
     mode: BnMode,
     eps: f64,
 ) -> Result<(Tensor, Vec<MeanVar>)> {
@@ -802,6 +826,7 @@ pub(crate) fn run_chain(
         mode,
         eps,
         keep: x.track_op() || params.track_op(),
+        pool,
         need_dx: x.track_op(),
         saved: Mutex::new(None),
         stats: stats.clone(),
@@ -830,6 +855,18 @@ pub(crate) fn conv_bn_chain(
     x: &Tensor,
     units: &[(&Conv3d, &BatchNorm, bool)],
     shortcut: Shortcut<'_>,
+    train: bool,
+) -> Result<Option<Tensor>> {
+    conv_bn_pool_chain(x, units, shortcut, None, train)
+}
+
+/// [`conv_bn_chain`] followed by a max pool over (T, H, W) inside the same node (the R(2+1)D
+/// stem: conv, BN, ReLU, pool).
+pub(crate) fn conv_bn_pool_chain(
+    x: &Tensor,
+    units: &[(&Conv3d, &BatchNorm, bool)],
+    shortcut: Shortcut<'_>,
+    pool: Option<&MaxPool<3>>,
     train: bool,
 ) -> Result<Option<Tensor>> {
     let dt = x.dtype();
@@ -920,7 +957,17 @@ pub(crate) fn conv_bn_chain(
             .collect::<Result<Vec<_>>>()?;
         BnMode::Eval(stats)
     };
-    let (y, batch) = run_chain(x, &params, grad_slot, specs, residual, mode, eps)?;
+    let pool = match pool {
+        Some(mp) => {
+            let (g, o3) = mp.pool3(&[d.0, d.1, d.2, d.3, d.4])?;
+            if d.2 * d.3 * d.4 > u32::MAX as usize {
+                return Ok(None);
+            }
+            Some((g, o3))
+        }
+        None => None,
+    };
+    let (y, batch) = run_chain(x, (&params, grad_slot), specs, (residual, pool), mode, eps)?;
     if train {
         let dev = x.device();
         for (((_, bn, _), (mean, var)), &n) in units.iter().zip(&batch).zip(&counts) {

@@ -16,7 +16,7 @@ use super::par_vec::{par_fill, par_zeros};
 use super::simd::dispatch;
 
 /// Window geometry over the trailing three axes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Pool3 {
     pub kernel: [usize; 3],
     pub stride: [usize; 3],
@@ -228,6 +228,51 @@ fn unpool<T: WithDType + Default>(dy: &[T], arg: &[u32], op: &MaxPool3Op) -> Vec
             dxs[i as usize] += *gv;
         }
     })
+}
+
+/// Element types the pooling kernels take, so other ops (a fused stem) can pool in place.
+pub(crate) trait PoolElem: WithDType + Default {
+    /// Pools every (D, H, W) plane of `x`, shaped `dims` = (leading, D, H, W), to `out`:
+    /// the pooled values and the flat in-plane index of each one's maximum.
+    fn pool_planes(
+        x: &[Self],
+        dims: [usize; 4],
+        g: Pool3,
+        out: [usize; 3],
+    ) -> (Vec<Self>, Vec<u32>);
+}
+
+impl PoolElem for f32 {
+    fn pool_planes(x: &[f32], dims: [usize; 4], g: Pool3, out: [usize; 3]) -> (Vec<f32>, Vec<u32>) {
+        pool(x, &MaxPool3Op::new(g, dims, out), pool_plane_f32)
+    }
+}
+
+impl PoolElem for f64 {
+    fn pool_planes(x: &[f64], dims: [usize; 4], g: Pool3, out: [usize; 3]) -> (Vec<f64>, Vec<u32>) {
+        pool(x, &MaxPool3Op::new(g, dims, out), pool_plane::<f64>)
+    }
+}
+
+/// The gradient of [`PoolElem::pool_planes`]: `dy` routed to each window's maximum.
+pub(crate) fn unpool_planes<T: WithDType + Default>(
+    dy: &[T],
+    arg: &[u32],
+    dims: [usize; 4],
+    out: [usize; 3],
+) -> Vec<T> {
+    unpool(dy, arg, &MaxPool3Op::new(Pool3::default(), dims, out))
+}
+
+impl MaxPool3Op {
+    fn new(g: Pool3, dims: [usize; 4], out: [usize; 3]) -> Self {
+        Self {
+            g,
+            dims,
+            out,
+            argmax: Mutex::new(None),
+        }
+    }
 }
 
 impl CustomOp1 for MaxPool3Op {

@@ -23,6 +23,53 @@ pub struct MaxPool<const N: usize> {
     pub padding: [usize; N],
 }
 
+impl<const N: usize> MaxPool<N> {
+    /// The window over the trailing three axes of an input of shape `dims` (N <= 3; missing
+    /// leading axes get a unit window) and the pooled size of those axes.
+    pub(crate) fn pool3(&self, dims: &[usize]) -> Result<(Pool3, [usize; 3])> {
+        let rank = dims.len();
+        if N > 3 || rank < 3 {
+            return Err(bad_input(
+                "max-pool input",
+                format!("expected at least rank 3 for a {N}-D pool, got shape {dims:?}"),
+            ));
+        }
+        let mut g = Pool3 {
+            kernel: [1; 3],
+            stride: [1; 3],
+            pad: [0; 3],
+        };
+        let mut out = [0; 3];
+        #[allow(clippy::needless_range_loop)] // i indexes three parallel arrays and a dim
+        for i in 0..3 {
+            let (k, s, p) = if i + N >= 3 {
+                let j = i + N - 3;
+                (self.kernel[j], self.stride[j], self.padding[j])
+            } else {
+                (1, 1, 0)
+            };
+            if 2 * p > k {
+                return Err(bad_input(
+                    "max-pool",
+                    format!(
+                        "padding {:?} exceeds half the kernel {:?}",
+                        self.padding, self.kernel
+                    ),
+                ));
+            }
+            let len = dims[rank - 3 + i];
+            out[i] = out_len(len, k, s, p).ok_or_else(|| {
+                bad_input(
+                    "max-pool input",
+                    format!("shape {dims:?} too small for {self:?}"),
+                )
+            })?;
+            (g.kernel[i], g.stride[i], g.pad[i]) = (k, s, p);
+        }
+        Ok((g, out))
+    }
+}
+
 impl<const N: usize> Module for MaxPool<N> {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rank = x.rank();
@@ -34,38 +81,7 @@ impl<const N: usize> Module for MaxPool<N> {
         }
         if N <= 3 && super::ops::unfold_op_applies(x) && rank >= 4 {
             // One fused pass on CPU (first-maximum gradient, like PyTorch).
-            let mut g = Pool3 {
-                kernel: [1; 3],
-                stride: [1; 3],
-                pad: [0; 3],
-            };
-            let mut out = [0; 3];
-            #[allow(clippy::needless_range_loop)] // i indexes three parallel arrays and a dim
-            for i in 0..3 {
-                let (k, s, p) = if i + N >= 3 {
-                    let j = i + N - 3;
-                    (self.kernel[j], self.stride[j], self.padding[j])
-                } else {
-                    (1, 1, 0)
-                };
-                if 2 * p > k {
-                    return Err(bad_input(
-                        "max-pool",
-                        format!(
-                            "padding {:?} exceeds half the kernel {:?}",
-                            self.padding, self.kernel
-                        ),
-                    ));
-                }
-                let len = x.dim(rank - 3 + i)?;
-                out[i] = out_len(len, k, s, p).ok_or_else(|| {
-                    bad_input(
-                        "max-pool input",
-                        format!("shape {:?} too small for {self:?}", x.dims()),
-                    )
-                })?;
-                (g.kernel[i], g.stride[i], g.pad[i]) = (k, s, p);
-            }
+            let (g, out) = self.pool3(x.dims())?;
             return max_pool3(x, g, out);
         }
         let mut y = x.clone();
