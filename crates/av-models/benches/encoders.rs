@@ -86,9 +86,10 @@ fn cases() -> candle_core::Result<Vec<Case>> {
     let xa = Tensor::randn(0f32, 1.0, (BATCH, 1, 125, 80), &dev)?;
     let plain = std::env::var_os("AV_MODELS_BENCH_PLAIN").is_some();
     let step = move |net: &dyn ModuleT, x: &Tensor, backward: bool| -> candle_core::Result<()> {
-        // Parameters packed per fused block, as the trainers run (AV_MODELS_BENCH_PLAIN=1: a
-        // plain `backward()` through candle's per-edge bookkeeping, for comparison).
-        let scope = (backward && !plain).then(av_models::PackedParams::start);
+        // Parameters packed per fused block, as the trainers run their steps
+        // (AV_MODELS_BENCH_PLAIN=1: candle's concatenation and a plain `backward()` through
+        // its per-edge bookkeeping, for comparison).
+        let scope = (!plain).then(av_models::PackedParams::start);
         let y = net.forward_t(x, true)?; // train mode (batch statistics), as in PyTorch's script
         if backward {
             let loss = y.sqr()?.sum_all()?;
