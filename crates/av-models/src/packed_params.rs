@@ -13,6 +13,7 @@
 //! leave the named variables without gradients.
 
 use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use candle_core::backprop::GradStore;
@@ -60,23 +61,44 @@ thread_local! {
 /// ```
 ///
 /// The scope is per thread (forward passes on other threads are not packed) and ends when the
-/// value is dropped; a scope started inside another one leaves the outer scope in charge.
+/// value is dropped; a scope started inside another one leaves the outer scope in charge. The
+/// value cannot leave its thread:
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// send(av_models::PackedParams::start());
+/// ```
 #[must_use = "the scope ends when this value is dropped"]
 pub struct PackedParams {
     /// False for a scope started inside another: the outer one ends packing.
     owner: bool,
+    /// The scope's state lives in this thread's locals: the value must not move to (or be
+    /// shared with) another thread, where `backward` would find no blocks and `drop` would
+    /// end the wrong thread's scope.
+    _this_thread: PhantomData<*const ()>,
 }
 
 impl PackedParams {
     /// Starts packing on this thread.
     pub fn start() -> Self {
         let owner = !ACTIVE.with(|a| a.replace(true));
-        Self { owner }
+        Self {
+            owner,
+            _this_thread: PhantomData,
+        }
     }
 
-    /// `loss.backward()`, plus the gradient of every named variable of the blocks packed in
-    /// this scope (summed over the blocks that used it). Ends the scope.
+    /// `loss.backward()`, plus the gradient of every named variable of the blocks packed so
+    /// far in this scope (summed over the blocks that used it). Ends the scope, unless it was
+    /// started inside another one: packing then goes on until the outer scope ends.
     pub fn backward(self, loss: &Tensor) -> Result<GradStore> {
+        // A slot may still hold a gradient from an earlier backward pass inside this scope
+        // (through a block not on this loss's path); only this pass's gradients count.
+        PACKS.with(|p| {
+            for pack in p.borrow().iter() {
+                pack.grad.lock().unwrap_or_else(|e| e.into_inner()).take();
+            }
+        });
         let mut grads = loss.backward()?;
         let packs = if self.owner {
             PACKS.with(|p| std::mem::take(&mut *p.borrow_mut()))

@@ -57,6 +57,12 @@ fn compare(
     let packed = {
         let scope = PackedParams::start();
         let l = loss(net.as_ref(), x, runs)?;
+        // The blocks really were packed: a plain backward reaches none of their variables.
+        let plain_inside = named_grads(&varmap, &l.backward()?)?;
+        assert!(
+            plain_inside.iter().all(|(_, g)| g.is_none()),
+            "a fused block was not packed"
+        );
         named_grads(&varmap, &scope.backward(&l)?)?
     };
     assert_eq!(plain.len(), packed.len());
@@ -136,5 +142,69 @@ fn the_scope_ends_with_its_value() -> Result<()> {
         .backward(&l)?
         .get(&data["block4.conv2.weight"])
         .is_some());
+    Ok(())
+}
+
+/// A model and an input for the scope tests below.
+fn small_audio() -> Result<(VarMap, AudioCnn, Tensor)> {
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let net = AudioCnn::new(&AudioCnnConfig::default().with_width(0.125), vb)?;
+    let x = Tensor::randn(0f32, 1.0, (2, 1, 40, 32), &dev)?;
+    Ok((varmap, net, x))
+}
+
+#[test]
+fn only_the_losss_own_gradients_count() -> Result<()> {
+    let (varmap, net, x) = small_audio()?;
+    let w = varmap.data().lock().expect("varmap lock")["block4.conv2.weight"].clone();
+    let scope = PackedParams::start();
+    // An auxiliary loss differentiated inside the scope leaves gradients in its blocks...
+    let aux = net.forward_t(&x, true)?.sqr()?.sum_all()?;
+    let _ = aux.backward()?;
+    // ...which must not leak into a loss that does not depend on the network at all.
+    let zero = (net.forward_t(&x, true)?.sum_all()? * 0.0)?;
+    let other = Tensor::new(1f32, &Device::Cpu)?;
+    let detached = (zero.detach() + other)?;
+    let grads = scope.backward(&detached)?;
+    assert!(grads.get(&w).is_none(), "a stale block gradient leaked");
+    Ok(())
+}
+
+#[test]
+fn eval_mode_blocks_and_inner_scopes_differentiate_too() -> Result<()> {
+    let (varmap, net, x) = small_audio()?;
+    let w = varmap.data().lock().expect("varmap lock")["block2.conv1.weight"].clone();
+    let reference = {
+        let l = net.forward_t(&x, false)?.sqr()?.sum_all()?;
+        l.backward()?
+            .get(&w)
+            .expect("plain gradient")
+            .flatten_all()?
+            .to_vec1::<f32>()?
+    };
+    // Eval-mode BN (running statistics) inside a scope.
+    let scope = PackedParams::start();
+    let l = net.forward_t(&x, false)?.sqr()?.sum_all()?;
+    let got = scope.backward(&l)?;
+    let got = got
+        .get(&w)
+        .expect("packed gradient")
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    assert_eq!(got, reference);
+    // An inner scope's own backward sees the blocks packed under the outer scope.
+    let outer = PackedParams::start();
+    let inner = PackedParams::start();
+    let l = net.forward_t(&x, false)?.sqr()?.sum_all()?;
+    let got = inner.backward(&l)?;
+    let got = got
+        .get(&w)
+        .expect("inner-scope gradient")
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    assert_eq!(got, reference);
+    drop(outer);
     Ok(())
 }

@@ -323,8 +323,9 @@ fn phase_split<T: Copy + Default + Send + Sync>(x: &[T], s: &Sizes) -> Option<Ve
     Some(par_fill(x.len(), rows_per_piece * w, |piece, dst| {
         let src = &x[piece * rows_per_piece * w..][..dst.len()];
         for (d, r) in dst.chunks_exact_mut(w).zip(src.chunks_exact(w)) {
-            // One strided walk per phase: no division per element.
-            for (q, &start) in starts.iter().enumerate() {
+            // One strided walk per phase: no division per element. Phases at or past the
+            // row's end (a stride wider than the row) are empty.
+            for (q, &start) in starts.iter().enumerate().take(w) {
                 for (o, &v) in d[start..].iter_mut().zip(r[q..].iter().step_by(sw)) {
                     *o = v;
                 }
@@ -1772,6 +1773,24 @@ mod tests {
             (0..3).map(|q| phase_start(7, 3, q)).collect::<Vec<_>>(),
             [0, 3, 5]
         );
+        // Strides as wide as the row or wider (phases past the row's end are empty).
+        for (w, sw) in [(1, 3), (2, 5), (3, 3), (2, 2)] {
+            let g = CmGeometry {
+                kernel: [1, 1, 1],
+                stride: [1, 1, sw],
+                pad: [0, 0, 0],
+            };
+            let s = Sizes::new([1, 1, 1, 2, w], 1, g).expect("sizes");
+            let x: Vec<u32> = (0..2 * w as u32).collect();
+            let y = phase_split(&x, &s).expect("strided");
+            for (r, row) in y.chunks_exact(w).enumerate() {
+                let want: Vec<u32> = (0..sw)
+                    .flat_map(|q| (q..w).step_by(sw))
+                    .map(|c| (r * w + c) as u32)
+                    .collect();
+                assert_eq!(row, want, "w {w} stride {sw}");
+            }
+        }
         let unit = Sizes::new(
             [2, 1, 1, 3, 7],
             4,

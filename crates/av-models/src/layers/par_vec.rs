@@ -4,7 +4,9 @@
 //! does for blocks under its dynamic mmap threshold, up to 32 MiB), that memset is a serial
 //! pass over the whole buffer while the rayon workers wait. For a video step the activation-
 //! and parameter-sized buffers of the fused blocks made this a visible share of the wall time.
-//! Here each chunk is zeroed by the worker that fills it, while it is in that core's cache.
+//! Here each piece is handled by one worker while it is in that core's cache: zeroed and then
+//! filled ([`par_fill`]), or, for fills that write every element, filled without the zeroing
+//! pass ([`par_init`], [`par_concat`]).
 
 use std::mem::MaybeUninit;
 
