@@ -17,7 +17,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor}
 use rayon::prelude::*;
 
 use super::bn_fused::slice;
-use super::par_vec::{par_fill, par_zeros};
+use super::par_vec::{par_init, par_zeros};
 use super::sgemm::PANEL_WIDTH;
 use super::simd::dispatch;
 
@@ -320,18 +320,23 @@ fn phase_split<T: Copy + Default + Send + Sync>(x: &[T], s: &Sizes) -> Option<Ve
     let starts: Vec<usize> = (0..sw).map(|q| phase_start(w, sw, q)).collect();
     // Pieces of whole rows, about 64 Ki values each.
     let rows_per_piece = ((1 << 16) / w).max(1);
-    Some(par_fill(x.len(), rows_per_piece * w, |piece, dst| {
-        let src = &x[piece * rows_per_piece * w..][..dst.len()];
-        for (d, r) in dst.chunks_exact_mut(w).zip(src.chunks_exact(w)) {
-            // One strided walk per phase: no division per element. Phases at or past the
-            // row's end (a stride wider than the row) are empty.
-            for (q, &start) in starts.iter().enumerate().take(w) {
-                for (o, &v) in d[start..].iter_mut().zip(r[q..].iter().step_by(sw)) {
-                    *o = v;
+    // SAFETY: phase q < min(sw, w) holds ceil((w - q) / sw) columns from `starts[q]` on, and
+    // `starts` is the running sum of those counts, which add up to w: every element of every
+    // (whole-row) piece is written.
+    Some(unsafe {
+        par_init(x.len(), rows_per_piece * w, |piece, dst| {
+            let src = &x[piece * rows_per_piece * w..][..dst.len()];
+            for (d, r) in dst.chunks_exact_mut(w).zip(src.chunks_exact(w)) {
+                // One strided walk per phase: no division per element. Phases at or past the
+                // row's end (a stride wider than the row) are empty.
+                for (q, &start) in starts.iter().enumerate().take(w) {
+                    for (o, &v) in d[start..].iter_mut().zip(r[q..].iter().step_by(sw)) {
+                        o.write(v);
+                    }
                 }
             }
-        }
-    }))
+        })
+    })
 }
 
 /// An element type the op supports: f32 and f64, each with a GEMM.
@@ -1274,19 +1279,23 @@ fn flip_transpose<T: Copy + Default + Send + Sync>(w: &[T], s: &Sizes) -> Vec<T>
     // Blocks of input channels: for each o the block's taps are one contiguous read of w,
     // written to one short run in each of the block's output rows.
     const BLOCK: usize = 16;
-    par_fill(w.len(), BLOCK * row, |blk, rows| {
-        let c0 = blk * BLOCK;
-        let n = rows.len() / row.max(1);
-        for o in 0..s.o {
-            let src = &w[(o * s.c + c0) * taps..][..n * taps];
-            for (i, taps_in) in src.chunks_exact(taps).enumerate() {
-                let dst = &mut rows[i * row + o * taps..][..taps];
-                dst.iter_mut()
-                    .zip(taps_in.iter().rev())
-                    .for_each(|(d, v)| *d = *v);
+    // SAFETY: a piece holds the `n` rows of its channel block, and every (o, tap) position of
+    // each row is written (o over 0..O, the row's taps in reverse).
+    unsafe {
+        par_init(w.len(), BLOCK * row, |blk, rows| {
+            let c0 = blk * BLOCK;
+            let n = rows.len() / row.max(1);
+            for o in 0..s.o {
+                let src = &w[(o * s.c + c0) * taps..][..n * taps];
+                for (i, taps_in) in src.chunks_exact(taps).enumerate() {
+                    let dst = &mut rows[i * row + o * taps..][..taps];
+                    dst.iter_mut().zip(taps_in.iter().rev()).for_each(|(d, v)| {
+                        d.write(*v);
+                    });
+                }
             }
-        }
-    })
+        })
+    }
 }
 
 /// [`backward`] with dx (if `need_dx`) from scattered patch gradients, and dW from patches
