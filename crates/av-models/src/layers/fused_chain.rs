@@ -71,9 +71,10 @@ type BatchStats = Arc<Mutex<Vec<MeanVar>>>;
 
 /// Activations of one forward pass that the backward pass reads.
 struct Saved<T> {
-    /// Per unit: conv output (plus residual for the last unit) and BN+ReLU output (all units
-    /// but the last, whose output is the op's result). Unit i's conv input is the chain input
-    /// for i = 0, else `act[i - 1]`.
+    /// Per unit: conv output (plus residual for the last unit), and BN+ReLU output for all
+    /// units but the last (whose output is the op's result and is not read again). Unit i's
+    /// conv input is the chain input for i = 0, else `act[i - 1]`; the ReLU masks are
+    /// recomputed from the conv outputs.
     conv_out: Vec<Vec<T>>,
     act: Vec<Vec<T>>,
     /// Per unit: mean and 1/sqrt(var + eps) used to normalise.
@@ -82,8 +83,9 @@ struct Saved<T> {
     /// Conv sizes per unit, then the residual conv's.
     sizes: Vec<Sizes>,
     res_sizes: Option<Sizes>,
-    /// With a trailing max pool: the un-pooled block output and each pooled value's argmax.
-    pooled: Option<(Vec<T>, Vec<u32>)>,
+    /// With a trailing max pool: each pooled value's argmax (the un-pooled output itself is
+    /// not kept: the backward pass reads only the conv outputs).
+    pool_arg: Option<Vec<u32>>,
 }
 
 enum SavedAny {
@@ -183,12 +185,16 @@ fn bn_act<T: ChainElem>(
 }
 
 /// Backward of [`bn_act`]: (dx, dgamma, dbeta). In train mode the statistics depend on x.
+///
+/// The ReLU mask is recomputed from `x` with the forward's own arithmetic (the same values
+/// cast to `T`, the same operations in the same order), so it is the forward's `y > 0`
+/// exactly, without reading `y`: one stream fewer in both passes over the activation.
 #[allow(clippy::too_many_arguments)]
 fn bn_act_backward<T: ChainElem>(
     dy: &[T],
     x: &[T],
-    y: &[T],
     gamma: &[T],
+    beta: &[T],
     mean: &[f64],
     invstd: &[f64],
     relu: bool,
@@ -200,18 +206,20 @@ fn bn_act_backward<T: ChainElem>(
     let (dx, sums): (Vec<T>, Vec<(f64, f64)>) = unsafe {
         par_init_map(x.len(), l, |ch, dst| {
             let r = ch * l..(ch + 1) * l;
-            let (g, xs, ys) = (&dy[r.clone()], &x[r.clone()], &y[r]);
+            let (g, xs) = (&dy[r.clone()], &x[r]);
             let (m, inv) = (mean[ch], invstd[ch]);
+            // The affine of `bn_act`, whose result's sign is the ReLU mask.
+            let mask = relu.then(|| [inv * gamma[ch].to_f64(), beta[ch].to_f64()]);
             // Σ g and Σ g * xhat, with g = dy masked by the ReLU.
-            let (s_g, s_gx) = T::masked_sums(g, xs, ys, m, relu);
+            let (s_g, s_gx) = T::masked_sums(g, xs, m, mask);
             let s_gx = s_gx * inv;
             let k = gamma[ch].to_f64() * inv;
             if train {
                 let (a, b) = (s_g / l as f64, s_gx / l as f64 * inv);
                 // dx = k * (g - a - (x - m) * inv * s_gx / L)
-                T::bn_grad(g, xs, ys, dst, k, a, b, m, relu);
+                T::bn_grad(g, xs, dst, k, a, b, m, mask);
             } else {
-                T::bn_grad(g, xs, ys, dst, k, 0.0, 0.0, m, relu);
+                T::bn_grad(g, xs, dst, k, 0.0, 0.0, m, mask);
             }
             (s_gx, s_g)
         })
@@ -294,13 +302,13 @@ impl FusedChain {
         if let BnMode::Train = self.mode {
             *lock(&self.stats) = batch;
         }
-        // The block output is the op's result; backward reads it from there, not a copy.
+        // The block output is the op's result (the backward pass does not read it).
         let out = act.pop().unwrap_or_default();
-        let (out, shape, pooled) = match self.pool {
+        let (out, shape, pool_arg) = match self.pool {
             Some((g, o3)) => {
                 let (y, arg) = T::pool_planes(&out, [d[0] * d[1], d[2], d[3], d[4]], g, o3);
                 let shape = [d[0], d[1], o3[0], o3[1], o3[2]];
-                (y, shape, Some((out, arg)))
+                (y, shape, Some(arg))
             }
             None => (out, d, None),
         };
@@ -312,7 +320,7 @@ impl FusedChain {
                 invstd: invstds,
                 sizes,
                 res_sizes,
-                pooled,
+                pool_arg,
             };
             *lock(&self.saved) = Some(T::wrap(saved));
         }
@@ -323,7 +331,6 @@ impl FusedChain {
         &self,
         x: &[T],
         p: &[T],
-        out: &[T],
         dy: &[T],
         saved: &Saved<T>,
     ) -> (Vec<T>, Vec<T>) {
@@ -335,14 +342,13 @@ impl FusedChain {
         let mut res_dw: Vec<T> = Vec::new();
         // The incoming gradient is read in place; each unit's input gradient replaces it. With
         // a pool it is first routed back to the un-pooled output's maxima.
-        let (mut g, out): (std::borrow::Cow<'_, [T]>, &[T]) = match (&saved.pooled, self.pool) {
-            (Some((full, arg)), Some((_, o3))) => {
+        let mut g: std::borrow::Cow<'_, [T]> = match (&saved.pool_arg, self.pool) {
+            (Some(arg), Some((_, o3))) => {
                 let d = saved.sizes.last().map(|s| s.out_dims()).unwrap_or_default();
                 let dims = [d[0] * d[1], d[2], d[3], d[4]];
-                let up = unpool_planes(dy, arg, dims, o3);
-                (std::borrow::Cow::Owned(up), &full[..])
+                std::borrow::Cow::Owned(unpool_planes(dy, arg, dims, o3))
             }
-            _ => (std::borrow::Cow::Borrowed(dy), out),
+            _ => std::borrow::Cow::Borrowed(dy),
         };
         let mut dx_res: Option<Vec<T>> = None;
         for i in (0..self.units.len()).rev() {
@@ -351,12 +357,8 @@ impl FusedChain {
             let (da, dgamma, dbeta) = bn_act_backward(
                 &g,
                 &saved.conv_out[i],
-                if i + 1 == self.units.len() {
-                    out
-                } else {
-                    &saved.act[i]
-                },
                 &p[g0..b0],
+                &p[b0..b0 + u.out_c],
                 &saved.mean[i],
                 &saved.invstd[i],
                 u.relu,
@@ -399,10 +401,10 @@ impl FusedChain {
 }
 
 impl FusedChain {
-    /// (dx if needed, dparams) from the (x, params, result, grad) storages of element type T.
+    /// (dx if needed, dparams) from the (x, params, grad) storages of element type T.
     fn grads<T: ChainElem>(
         &self,
-        [(xc, xl), (pc, pl), (rc, rl), (gc, gl)]: [(&CpuStorage, &Layout); 4],
+        [(xc, xl), (pc, pl), (gc, gl)]: [(&CpuStorage, &Layout); 3],
         saved: &Saved<T>,
         x: &Tensor,
         p: &Tensor,
@@ -410,7 +412,6 @@ impl FusedChain {
         let (dx, dp) = self.backward::<T>(
             slice(xc, xl, OP)?,
             slice(pc, pl, OP)?,
-            slice(rc, rl, OP)?,
             slice(gc, gl, OP)?,
             saved,
         );
@@ -452,22 +453,22 @@ trait ChainElem: ConvElem + PoolElem {
         shift: f64,
         relu: bool,
     );
-    /// dst = k * (g' - a - (x - m) * b), g' = g masked where y <= 0 (with relu), writing
-    /// every element of `dst`.
+    /// dst = k * (g' - a - (x - m) * b), writing every element of `dst`. With a `mask`
+    /// [scale, shift], g' is g where `(x - m) * scale + shift > 0` (in `Self` arithmetic, as
+    /// [`ChainElem::affine`] computes it) and 0 elsewhere; without one, g' = g.
     #[allow(clippy::too_many_arguments)]
     fn bn_grad(
         g: &[Self],
         x: &[Self],
-        y: &[Self],
         dst: &mut [MaybeUninit<Self>],
         k: f64,
         a: f64,
         b: f64,
         m: f64,
-        relu: bool,
+        mask: Option<[f64; 2]>,
     );
-    /// (Σ g', Σ g' (x - m)) with g' = g masked where y <= 0 (with relu), accumulated in f64.
-    fn masked_sums(g: &[Self], x: &[Self], y: &[Self], m: f64, relu: bool) -> (f64, f64);
+    /// (Σ g', Σ g' (x - m)) with g' as in [`ChainElem::bn_grad`], accumulated in f64.
+    fn masked_sums(g: &[Self], x: &[Self], m: f64, mask: Option<[f64; 2]>) -> (f64, f64);
     /// (Σ x, Σ (x - m)^2), accumulated in f64.
     fn sums(x: &[Self], m: f64) -> (f64, f64);
     /// Stores saved activations of this type.
@@ -511,19 +512,19 @@ macro_rules! chain_kernels {
             pub(super) fn bn_grad(
                 g: &[$t],
                 x: &[$t],
-                y: &[$t],
                 dst: &mut [MaybeUninit<$t>],
                 k: f64,
                 a: f64,
                 b: f64,
                 m: f64,
-                relu: bool,
+                mask: Option<[f64; 2]>,
             ) {
                 // k * (g - a - (x - m) b) = k g - k a - (k b) (x - m)
                 let (kk, ka, kb, mm) = (k as $t, (k * a) as $t, (k * b) as $t, m as $t);
-                if relu {
-                    for (((d, gv), xv), yv) in dst.iter_mut().zip(g).zip(x).zip(y) {
-                        let gv = if *yv > 0.0 { *gv } else { 0.0 };
+                if let Some([scale, shift]) = mask {
+                    let (sc, sh) = (scale as $t, shift as $t);
+                    for ((d, gv), xv) in dst.iter_mut().zip(g).zip(x) {
+                        let gv = if (*xv - mm) * sc + sh > 0.0 { *gv } else { 0.0 };
                         d.write(kk * gv - ka - kb * (*xv - mm));
                     }
                 } else {
@@ -537,14 +538,14 @@ macro_rules! chain_kernels {
             pub(super) fn masked_sums(
                 g: &[$t],
                 x: &[$t],
-                y: &[$t],
                 m: f64,
-                relu: bool,
+                mask: Option<[f64; 2]>,
             ) -> (f64, f64) {
-                if relu {
-                    masked_sums_impl::<true>(g, x, y, m)
-                } else {
-                    masked_sums_impl::<false>(g, x, y, m)
+                match mask {
+                    Some([scale, shift]) => {
+                        masked_sums_impl::<true>(g, x, m, scale as $t, shift as $t)
+                    }
+                    None => masked_sums_impl::<false>(g, x, m, 0.0, 0.0),
                 }
             }
 
@@ -552,11 +553,12 @@ macro_rules! chain_kernels {
             fn masked_sums_impl<const RELU: bool>(
                 g: &[$t],
                 x: &[$t],
-                y: &[$t],
                 m: f64,
+                sc: $t,
+                sh: $t,
             ) -> (f64, f64) {
                 let mm = m as $t;
-                let n = g.len().min(x.len()).min(y.len());
+                let n = g.len().min(x.len());
                 let (mut s_g, mut s_gx) = (0.0f64, 0.0f64);
                 let mut start = 0;
                 while start < n {
@@ -567,16 +569,17 @@ macro_rules! chain_kernels {
                     while i + LANES <= end {
                         let gc: &[$t; LANES] = g[i..i + LANES].try_into().expect("lane block");
                         let xc: &[$t; LANES] = x[i..i + LANES].try_into().expect("lane block");
-                        let yc: &[$t; LANES] = y[i..i + LANES].try_into().expect("lane block");
                         for l in 0..LANES {
-                            let gv = if !RELU || yc[l] > 0.0 { gc[l] } else { 0.0 };
+                            let keep = !RELU || (xc[l] - mm) * sc + sh > 0.0;
+                            let gv = if keep { gc[l] } else { 0.0 };
                             a[l] += gv;
                             b[l] += gv * (xc[l] - mm);
                         }
                         i += LANES;
                     }
                     for i in i..end {
-                        let gv = if !RELU || y[i] > 0.0 { g[i] } else { 0.0 };
+                        let keep = !RELU || (x[i] - mm) * sc + sh > 0.0;
+                        let gv = if keep { g[i] } else { 0.0 };
                         a[0] += gv;
                         b[0] += gv * (x[i] - mm);
                     }
@@ -624,56 +627,60 @@ dispatch! {
 }
 dispatch! {
     fn bn_grad_f32(
-        g: &[f32], x: &[f32], y: &[f32], dst: &mut [MaybeUninit<f32>], k: f64, a: f64, b: f64, m: f64, relu: bool,
+        g: &[f32], x: &[f32], dst: &mut [MaybeUninit<f32>], k: f64, a: f64, b: f64, m: f64, mask: Option<[f64; 2]>,
     ) -> () => k32::bn_grad
 }
 /// [`ChainElem::masked_sums`] for f32: explicit AVX-512 where available (LLVM leaves the
 /// masked reduction scalar), the portable loop otherwise.
-fn masked_sums_f32(g: &[f32], x: &[f32], y: &[f32], m: f64, relu: bool) -> (f64, f64) {
+fn masked_sums_f32(g: &[f32], x: &[f32], m: f64, mask: Option<[f64; 2]>) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx512() {
         // SAFETY: AVX-512 F/DQ were detected at run time.
-        return unsafe { masked_sums_avx512(g, x, y, m, relu) };
+        return unsafe { masked_sums_avx512(g, x, m, mask) };
     }
-    k32::masked_sums(g, x, y, m, relu)
+    k32::masked_sums(g, x, m, mask)
 }
 
 /// 16 lanes at a time, partial sums in f32 over blocks of 1024 values, carried in f64.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq")]
-fn masked_sums_avx512(g: &[f32], x: &[f32], y: &[f32], m: f64, relu: bool) -> (f64, f64) {
+fn masked_sums_avx512(g: &[f32], x: &[f32], m: f64, mask: Option<[f64; 2]>) -> (f64, f64) {
     use std::arch::x86_64::*;
-    let n = g.len().min(x.len()).min(y.len());
+    let n = g.len().min(x.len());
     let mm = _mm512_set1_ps(m as f32);
     let zero = _mm512_setzero_ps();
+    let [scale, shift] = mask.unwrap_or_default();
+    let (sc, sh) = (_mm512_set1_ps(scale as f32), _mm512_set1_ps(shift as f32));
     let (mut s_g, mut s_gx) = (0.0f64, 0.0f64);
     let mut i = 0;
     while i + 16 <= n {
         let end = (i + 1024).min(n / 16 * 16);
         let (mut a, mut b) = (zero, zero);
         while i < end {
-            // SAFETY: i + 16 <= n, so the 16 lanes read are inside all three slices.
-            let (gv, xv, yv) = unsafe {
+            // SAFETY: i + 16 <= n, so the 16 lanes read are inside both slices.
+            let (gv, xv) = unsafe {
                 (
                     _mm512_loadu_ps(g.as_ptr().add(i)),
                     _mm512_loadu_ps(x.as_ptr().add(i)),
-                    _mm512_loadu_ps(y.as_ptr().add(i)),
                 )
             };
-            let gv = if relu {
-                let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(yv, zero);
+            let xm = _mm512_sub_ps(xv, mm);
+            let gv = if mask.is_some() {
+                // (x - m) * scale + shift, multiplied and added separately as in `affine`.
+                let pre = _mm512_add_ps(_mm512_mul_ps(xm, sc), sh);
+                let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(pre, zero);
                 _mm512_maskz_mov_ps(keep, gv)
             } else {
                 gv
             };
             a = _mm512_add_ps(a, gv);
-            b = _mm512_fmadd_ps(gv, _mm512_sub_ps(xv, mm), b);
+            b = _mm512_fmadd_ps(gv, xm, b);
             i += 16;
         }
         s_g += _mm512_reduce_add_ps(a) as f64;
         s_gx += _mm512_reduce_add_ps(b) as f64;
     }
-    let (t_g, t_gx) = k32::masked_sums(&g[i..n], &x[i..n], &y[i..n], m, relu);
+    let (t_g, t_gx) = k32::masked_sums(&g[i..n], &x[i..n], m, mask);
     (s_g + t_g, s_gx + t_gx)
 }
 dispatch! {
@@ -697,18 +704,17 @@ macro_rules! impl_chain_elem {
             fn bn_grad(
                 g: &[Self],
                 x: &[Self],
-                y: &[Self],
                 dst: &mut [MaybeUninit<Self>],
                 k: f64,
                 a: f64,
                 b: f64,
                 m: f64,
-                relu: bool,
+                mask: Option<[f64; 2]>,
             ) {
-                $bn_grad(g, x, y, dst, k, a, b, m, relu)
+                $bn_grad(g, x, dst, k, a, b, m, mask)
             }
-            fn masked_sums(g: &[Self], x: &[Self], y: &[Self], m: f64, relu: bool) -> (f64, f64) {
-                $masked_sums(g, x, y, m, relu)
+            fn masked_sums(g: &[Self], x: &[Self], m: f64, mask: Option<[f64; 2]>) -> (f64, f64) {
+                $masked_sums(g, x, m, mask)
             }
             fn sums(x: &[Self], m: f64) -> (f64, f64) {
                 $sums(x, m)
@@ -765,11 +771,10 @@ impl CustomOp2 for FusedChain {
         &self,
         x: &Tensor,
         p: &Tensor,
-        res: &Tensor,
+        _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let res = res.contiguous()?;
         // Borrowed, not taken: a graph may be differentiated more than once.
         let guard = lock(&self.saved);
         let saved = guard.as_ref().ok_or_else(|| {
@@ -778,15 +783,12 @@ impl CustomOp2 for FusedChain {
         let (xs, xl) = x.storage_and_layout();
         let (ps, pl) = p.storage_and_layout();
         let (gs, gl) = grad.storage_and_layout();
-        let (rs, rl) = res.storage_and_layout();
-        let (Storage::Cpu(xc), Storage::Cpu(pc), Storage::Cpu(gc), Storage::Cpu(rc)) =
-            (&*xs, &*ps, &*gs, &*rs)
-        else {
+        let (Storage::Cpu(xc), Storage::Cpu(pc), Storage::Cpu(gc)) = (&*xs, &*ps, &*gs) else {
             return Err(candle_core::Error::Msg(
                 "fused block: CPU tensors only".into(),
             ));
         };
-        let st = [(xc, xl), (pc, pl), (rc, rl), (gc, gl)];
+        let st = [(xc, xl), (pc, pl), (gc, gl)];
         let (dx, dp) = match saved {
             SavedAny::F32(sv) => self.grads::<f32>(st, sv, x, p)?,
             SavedAny::F64(sv) => self.grads::<f64>(st, sv, x, p)?,
@@ -987,6 +989,50 @@ mod tests {
     use candle_nn::{VarBuilder, VarMap};
 
     use crate::{AudioCnn, AudioCnnConfig};
+
+    use super::{bn_act, bn_act_backward, ChainElem};
+
+    /// The backward pass recomputes the ReLU mask from the conv output; it must be exactly
+    /// the forward's `y > 0`, also for values right at the boundary.
+    fn recomputed_mask_matches_forward<T: ChainElem>() {
+        let (c, l) = (3, 4099);
+        let mean = [0.25, -1.0, 3.0];
+        let invstd = [1.7, 0.3, 9.1];
+        let gamma = [0.9, -1.3, 0.002].map(T::from_f64);
+        let beta = [0.1, 0.0, -0.07].map(T::from_f64);
+        // Values scattered around each channel's boundary x0 = m - shift / scale, some of them
+        // within an ulp or two of it.
+        let x: Vec<T> = (0..c * l)
+            .map(|i| {
+                let ch = i / l;
+                let scale = invstd[ch] * gamma[ch].to_f64();
+                let x0 = mean[ch] - beta[ch].to_f64() / scale;
+                let j = (i % l) as f64 - (l / 2) as f64;
+                T::from_f64(x0 + j * 1e-7 * x0.abs().max(1.0))
+            })
+            .collect();
+        let y = bn_act(&x, &gamma, &beta, &mean, &invstd, true);
+        // With dy = 1, dbeta is the number of unmasked values per channel.
+        let dy = vec![T::from_f64(1.0); x.len()];
+        let (_, _, dbeta) = bn_act_backward(&dy, &x, &gamma, &beta, &mean, &invstd, true, true);
+        for ch in 0..c {
+            let kept = y[ch * l..(ch + 1) * l]
+                .iter()
+                .filter(|v| v.to_f64() > 0.0)
+                .count();
+            assert!(
+                kept > 0 && kept < l,
+                "channel {ch}: the boundary is not inside the data"
+            );
+            assert_eq!(dbeta[ch].to_f64(), kept as f64, "channel {ch}");
+        }
+    }
+
+    #[test]
+    fn recomputed_relu_mask_is_the_forwards() {
+        recomputed_mask_matches_forward::<f32>();
+        recomputed_mask_matches_forward::<f64>();
+    }
 
     #[test]
     fn one_value_per_channel_in_train_mode_is_an_error_not_nan() -> candle_core::Result<()> {
