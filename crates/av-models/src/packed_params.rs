@@ -27,6 +27,11 @@ use crate::layers::par_vec::par_concat;
 /// a buffer of the same size and add the gradient into it before anyone could read it.
 pub(crate) type GradSlot = Arc<Mutex<Option<Tensor>>>;
 
+/// Empties a slot, returning what it held.
+fn take(slot: &GradSlot) -> Option<Tensor> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
 /// One packed block: its flat gradient's slot and where each named variable sits in it.
 struct Pack {
     grad: GradSlot,
@@ -94,42 +99,28 @@ impl PackedParams {
     pub fn backward(self, loss: &Tensor) -> Result<GradStore> {
         // A slot may still hold a gradient from an earlier backward pass inside this scope
         // (through a block not on this loss's path); only this pass's gradients count.
-        PACKS.with(|p| {
-            for pack in p.borrow().iter() {
-                pack.grad.lock().unwrap_or_else(|e| e.into_inner()).take();
-            }
-        });
+        PACKS.with(|p| p.borrow().iter().for_each(|pack| drop(take(&pack.grad))));
         let mut grads = loss.backward()?;
-        let packs = if self.owner {
-            PACKS.with(|p| std::mem::take(&mut *p.borrow_mut()))
-        } else {
-            PACKS.with(|p| {
-                p.borrow()
-                    .iter()
-                    .map(|k| Pack {
-                        grad: k.grad.clone(),
-                        members: k.members.clone(),
-                    })
-                    .collect()
-            })
-        };
-        for pack in packs {
-            // Empty when the block was not on the loss's path.
-            let taken = pack.grad.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let Some(g) = taken else {
-                continue;
-            };
-            for (member, off) in pack.members {
-                let view = g
-                    .narrow(0, off, member.elem_count())?
-                    .reshape(member.shape())?;
-                let sum = match grads.get(&member) {
-                    Some(prev) => (prev + &view)?,
-                    None => view,
+        // The scope's list itself is cleared when `self` drops, if this scope owns it.
+        PACKS.with(|p| -> Result<()> {
+            for pack in p.borrow().iter() {
+                // Empty when the block was not on the loss's path.
+                let Some(g) = take(&pack.grad) else {
+                    continue;
                 };
-                grads.insert(&member, sum);
+                for (member, off) in &pack.members {
+                    let view = g
+                        .narrow(0, *off, member.elem_count())?
+                        .reshape(member.shape())?;
+                    let sum = match grads.get(member) {
+                        Some(prev) => (prev + &view)?,
+                        None => view,
+                    };
+                    grads.insert(member, sum);
+                }
             }
-        }
+            Ok(())
+        })?;
         Ok(grads)
     }
 }

@@ -172,39 +172,36 @@ fn only_the_losss_own_gradients_count() -> Result<()> {
     Ok(())
 }
 
+/// The f32 gradient of `w` in `grads`, which must hold one.
+fn grad_values(
+    grads: &candle_core::backprop::GradStore,
+    w: &Tensor,
+    what: &str,
+) -> Result<Vec<f32>> {
+    let g = grads.get(w).unwrap_or_else(|| panic!("no {what} gradient"));
+    g.flatten_all()?.to_vec1::<f32>()
+}
+
 #[test]
 fn eval_mode_blocks_and_inner_scopes_differentiate_too() -> Result<()> {
     let (varmap, net, x) = small_audio()?;
     let w = varmap.data().lock().expect("varmap lock")["block2.conv1.weight"].clone();
     let reference = {
         let l = net.forward_t(&x, false)?.sqr()?.sum_all()?;
-        l.backward()?
-            .get(&w)
-            .expect("plain gradient")
-            .flatten_all()?
-            .to_vec1::<f32>()?
+        grad_values(&l.backward()?, &w, "plain")?
     };
     // Eval-mode BN (running statistics) inside a scope.
     let scope = PackedParams::start();
     let l = net.forward_t(&x, false)?.sqr()?.sum_all()?;
-    let got = scope.backward(&l)?;
-    let got = got
-        .get(&w)
-        .expect("packed gradient")
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    assert_eq!(got, reference);
+    assert_eq!(grad_values(&scope.backward(&l)?, &w, "packed")?, reference);
     // An inner scope's own backward sees the blocks packed under the outer scope.
     let outer = PackedParams::start();
     let inner = PackedParams::start();
     let l = net.forward_t(&x, false)?.sqr()?.sum_all()?;
-    let got = inner.backward(&l)?;
-    let got = got
-        .get(&w)
-        .expect("inner-scope gradient")
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    assert_eq!(got, reference);
+    assert_eq!(
+        grad_values(&inner.backward(&l)?, &w, "inner-scope")?,
+        reference
+    );
     drop(outer);
     Ok(())
 }
