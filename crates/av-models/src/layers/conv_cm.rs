@@ -362,9 +362,24 @@ pub(crate) trait ConvElem:
     ) -> bool {
         false
     }
+    /// [`ConvElem::gemm_patches`] with the rows split across the rayon threads, sharing one
+    /// packing of the patches.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_patches_rows_split(
+        _m: usize,
+        _a: (&[Self], usize),
+        _x: PatchInput<'_, Self>,
+        _s: &Sizes,
+        _chunk: &Chunk,
+        _c: *mut Self,
+        _ldc: usize,
+    ) -> bool {
+        false
+    }
     /// Columns `k0..k0 + nk` of dW (m x K, row stride K) += dY (m x ncols, row stride `ld`) x
-    /// the chunk's patches^T, with the patches packed straight from `x`. Returns `false`, doing
-    /// nothing, where the element type or CPU has no such path (`m == 0` only asks).
+    /// the chunk's patches^T (= instead of += unless `accumulate`), with the patches packed
+    /// straight from `x`. Returns `false`, doing nothing, where the element type or CPU has no
+    /// such path (`m == 0` only asks).
     #[allow(clippy::too_many_arguments)]
     fn gemm_dw_patches(
         _m: usize,
@@ -374,6 +389,7 @@ pub(crate) trait ConvElem:
         _chunk: &Chunk,
         _dw: *mut Self,
         _cols: (usize, usize),
+        _accumulate: bool,
     ) -> bool {
         false
     }
@@ -461,6 +477,18 @@ macro_rules! impl_conv_elem {
                 $patches::gemm(m, (a, a_rs), x, s, chunk, c, ldc)
             }
 
+            fn gemm_patches_rows_split(
+                m: usize,
+                a: (&[Self], usize),
+                x: PatchInput<'_, Self>,
+                s: &Sizes,
+                chunk: &Chunk,
+                c: *mut Self,
+                ldc: usize,
+            ) -> bool {
+                $patches::gemm_rows_split(m, a, x, s, chunk, c, ldc)
+            }
+
             fn gemm_dw_patches(
                 m: usize,
                 dy: (&[Self], usize),
@@ -469,8 +497,9 @@ macro_rules! impl_conv_elem {
                 chunk: &Chunk,
                 dw: *mut Self,
                 cols: (usize, usize),
+                accumulate: bool,
             ) -> bool {
-                $patches::gemm_dw(m, dy, x, s, chunk, dw, cols)
+                $patches::gemm_dw(m, dy, x, s, chunk, dw, cols, accumulate)
             }
             )?
 
@@ -820,11 +849,306 @@ mod patches {
             m == 0 || k == 0 || (m - 1) * a_rs + k <= a.len(),
             "GEMM: A out of bounds"
         );
+        // SAFETY (both calls): A's m rows of k elements are in bounds (asserted above); C's m
+        // rows of n columns are the caller's (the chunk's part of the output); the panels read
+        // only input elements inside `x` (Panels through indexed slices, IndexedPanels at
+        // offsets it checked against the input's size when it built them).
+        if let Some(panels) = IndexedPanels::new(x, s, chunk) {
+            return unsafe { sgemm_packed_b(m, n, k, a.as_ptr(), a_rs, 1, &panels, c, ldc, false) };
+        }
         let panels = Panels::new(x, s, chunk);
-        // SAFETY: A's m rows of k elements are in bounds (asserted above); C's m rows of n
-        // columns are the caller's (the chunk's part of the output); Panels reads only input
-        // elements inside `x` (indexed slices, so any mistake panics instead).
         unsafe { sgemm_packed_b(m, n, k, a.as_ptr(), a_rs, 1, &panels, c, ldc, false) }
+    }
+
+    /// The patches of a chunk packed from a table built once per chunk, for each panel and
+    /// kernel tap, instead of copying runs. Copying costs a table lookup, a mask and a
+    /// load/store pair for every output row a 32-column panel crosses: 6-7 per panel row at
+    /// W' = 5. With the table a panel row costs the same whatever the map:
+    /// * **shifted loads**, for a stride-1 convolution whose output has the input's size (the
+    ///   second convolution of every block, and the input-gradient twins): the output and input
+    ///   planes share one layout, so each tap reads the plane shifted by one offset, and a
+    ///   panel row is two masked loads (the mask zeroes the padding);
+    /// * **gathers**, for strided convolutions with short output rows: two masked gathers
+    ///   of 32 precomputed offsets.
+    pub(super) struct IndexedPanels<'a> {
+        x: &'a [f32],
+        /// Elements of one channel plane (B * T * H * W).
+        plane: usize,
+        /// Kernel taps kt * kh * kw (rows per input channel).
+        taps: usize,
+        /// `mask[q * taps + t]`: bit jj set when column jj of panel q reads inside the input
+        /// at tap t.
+        mask: Vec<u32>,
+        /// How a set lane finds its input.
+        source: Source,
+    }
+
+    /// The input positions of [`IndexedPanels`].
+    enum Source {
+        /// Column c reads `col0 + c + shift[t]` at tap t.
+        Shift { col0: usize, shift: Vec<isize> },
+        /// Column jj of panel q reads `offsets[q * taps + t][jj]` at tap t.
+        Gather { offsets: Vec<[i32; 32]> },
+    }
+
+    impl<'a> IndexedPanels<'a> {
+        /// The table for `chunk`, or `None` where copying runs does as well or better: fewer
+        /// than 8 input channels (the table, per panel and tap, would cost as much as the
+        /// packing it saves), strided output rows of 12 or more columns (a panel crosses at
+        /// most three rows; measured no faster gathered), or a plane too large for 32-bit
+        /// gather offsets.
+        pub(super) fn new(input: PatchInput<'a, f32>, s: &Sizes, chunk: &Chunk) -> Option<Self> {
+            let x = input.data;
+            let plane = s.b * s.t * s.h * s.w;
+            assert_eq!(x.len(), s.c * plane, "conv input size");
+            let same = s.g.stride == [1, 1, 1] && [s.to, s.ho, s.wo] == [s.t, s.h, s.w];
+            if s.c < 8 || !(same || s.wo < 12) || plane > i32::MAX as usize {
+                return None;
+            }
+            let [kt, kh, kw] = s.g.kernel;
+            let [st, sh, sw] = s.g.stride;
+            let [pt, ph, pw] = s.g.pad;
+            let taps = kt * kh * kw;
+            let n = chunk.ncols(s);
+            let per_item = chunk.nrows * s.wo;
+            let panels = n.div_ceil(PANEL_WIDTH);
+            let mut mask = vec![0u32; panels * taps];
+            let mut offsets = if same {
+                Vec::new()
+            } else {
+                vec![[0i32; 32]; panels * taps]
+            };
+            // Input column w of a (strided, so possibly phase-split) row.
+            let col = |w: usize| {
+                if input.phased {
+                    phase_start(s.w, sw, w % sw) + w / sw
+                } else {
+                    w
+                }
+            };
+            for c in 0..n {
+                let (q, jj) = (c / PANEL_WIDTH, c % PANEL_WIDTH);
+                let b = chunk.b0 + c / per_item;
+                let r = chunk.r0 + c % per_item / s.wo;
+                let (to, ho, wo) = (r / s.ho, r % s.ho, c % s.wo);
+                for i in 0..kt {
+                    let Some(ti) = (to * st + i).checked_sub(pt).filter(|&v| v < s.t) else {
+                        continue;
+                    };
+                    for j in 0..kh {
+                        let Some(hi) = (ho * sh + j).checked_sub(ph).filter(|&v| v < s.h) else {
+                            continue;
+                        };
+                        for l in 0..kw {
+                            let Some(wi) = (wo * sw + l).checked_sub(pw).filter(|&v| v < s.w)
+                            else {
+                                continue;
+                            };
+                            let t = (i * kh + j) * kw + l;
+                            mask[q * taps + t] |= 1 << jj;
+                            if let Some(o) = offsets.get_mut(q * taps + t) {
+                                // < plane <= i32::MAX (checked above).
+                                o[jj] = (((b * s.t + ti) * s.h + hi) * s.w + col(wi)) as i32;
+                            }
+                        }
+                    }
+                }
+            }
+            let source = if same {
+                let d = |k: usize, p: usize| k as isize - p as isize;
+                let mut shift = Vec::with_capacity(taps);
+                for i in 0..kt {
+                    for j in 0..kh {
+                        for l in 0..kw {
+                            let (h, w) = (s.h as isize, s.w as isize);
+                            shift.push((d(i, pt) * h + d(j, ph)) * w + d(l, pw));
+                        }
+                    }
+                }
+                Source::Shift {
+                    col0: chunk.col_start(s),
+                    shift,
+                }
+            } else {
+                Source::Gather { offsets }
+            };
+            Some(Self {
+                x,
+                plane,
+                taps,
+                mask,
+                source,
+            })
+        }
+
+        /// Writes rows `pc..pc + kc` of panel `j` to `dst` (kc x PANEL_WIDTH, every element).
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn pack_avx512(&self, pc: usize, kc: usize, j: usize, dst: *mut f32) {
+            use std::arch::x86_64::*;
+            let q = j / PANEL_WIDTH;
+            let (mut ch, mut t) = (pc / self.taps, pc % self.taps);
+            let mask = &self.mask[q * self.taps..][..self.taps];
+            let z = _mm512_setzero_ps();
+            for p in 0..kc {
+                assert!(ch * self.plane < self.x.len(), "patch row beyond the input");
+                let m = mask[t];
+                let (m0, m1) = (m as u16, (m >> 16) as u16);
+                // SAFETY: a set lane reads the input position `new` found inside plane `ch`
+                // (< C, asserted just above): for a shift, column col0 + j + jj moved by the
+                // tap (output and input planes share one layout); for a gather, its offset.
+                // Masked-off lanes are not read (AVX-512 masked loads and gathers do not touch
+                // them), so the shifted pointer may lie outside `x`, hence the wrapping
+                // arithmetic. `dst` is the caller's kc x PANEL_WIDTH panel.
+                unsafe {
+                    let base = self.x.as_ptr().wrapping_add(ch * self.plane);
+                    let (v0, v1) = match &self.source {
+                        Source::Shift { col0, shift } => {
+                            let src = base.wrapping_offset((col0 + j) as isize + shift[t]);
+                            (
+                                _mm512_maskz_loadu_ps(m0, src),
+                                _mm512_maskz_loadu_ps(m1, src.wrapping_add(16)),
+                            )
+                        }
+                        Source::Gather { offsets } => {
+                            let o = &offsets[q * self.taps + t];
+                            let i0 = _mm512_loadu_si512(o.as_ptr().cast());
+                            let i1 = _mm512_loadu_si512(o.as_ptr().add(16).cast());
+                            (
+                                _mm512_mask_i32gather_ps::<4>(z, m0, i0, base.cast()),
+                                _mm512_mask_i32gather_ps::<4>(z, m1, i1, base.cast()),
+                            )
+                        }
+                    };
+                    let d = dst.add(p * PANEL_WIDTH);
+                    _mm512_storeu_ps(d, v0);
+                    _mm512_storeu_ps(d.add(16), v1);
+                }
+                t += 1;
+                if t == self.taps {
+                    t = 0;
+                    ch += 1;
+                }
+            }
+        }
+    }
+
+    impl PackB for IndexedPanels<'_> {
+        unsafe fn pack(&self, pc: usize, kc: usize, j: usize, _nr: usize, dst: *mut f32) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: this GEMM path runs only where AVX-512F was detected; `dst` is the
+            // caller's kc x PANEL_WIDTH buffer.
+            unsafe {
+                self.pack_avx512(pc, kc, j, dst)
+            }
+        }
+    }
+
+    /// One cache line of a [`Prepacked`] B, so its panels start 64-byte aligned.
+    #[repr(C, align(64))]
+    #[derive(Clone, Copy)]
+    struct Line([f32; 16]);
+
+    /// Every micro-panel of a chunk's patches packed once, in full depth, for GEMMs that split
+    /// the product by rows across threads and would otherwise each pack all of B (the deep
+    /// layers: a few hundred columns, hundreds of weight rows per thread).
+    struct Prepacked {
+        /// Panel `q` (columns 32q..) holds rows 0..K at `lines[q * K * 2..]`, row-major.
+        lines: Vec<Line>,
+        k: usize,
+    }
+
+    impl Prepacked {
+        /// Packs the panels of `panels` (K x n) on the rayon pool, a panel per task.
+        fn new(panels: &impl PackB, k: usize, n: usize) -> Self {
+            use rayon::prelude::*;
+            const _: () = assert!(PANEL_WIDTH == 32);
+            let per = 2 * k;
+            let count = n.div_ceil(PANEL_WIDTH);
+            let mut lines: Vec<Line> = Vec::with_capacity(count * per);
+            lines.spare_capacity_mut()[..count * per]
+                .par_chunks_mut(per.max(1))
+                .enumerate()
+                .for_each(|(q, piece)| {
+                    let dst = piece.as_mut_ptr().cast::<f32>();
+                    let nr = PANEL_WIDTH.min(n - q * PANEL_WIDTH);
+                    // Depth blocks of the GEMM's size, so the prefetch runs just ahead.
+                    let mut pc = 0;
+                    while pc < k {
+                        let kc = 256.min(k - pc);
+                        // SAFETY: rows pc.. + kc of this panel lie inside the piece (2 lines
+                        // = 32 floats per row), which the pack writes in full (zeros past nr).
+                        unsafe {
+                            panels.pack(pc, kc, q * PANEL_WIDTH, nr, dst.add(pc * PANEL_WIDTH))
+                        };
+                        pc += kc;
+                    }
+                });
+            // SAFETY: each piece (one panel, K rows of 32 floats) was written in full above.
+            unsafe { lines.set_len(count * per) };
+            Self { lines, k }
+        }
+    }
+
+    impl PackB for Prepacked {
+        unsafe fn pack(&self, pc: usize, kc: usize, j: usize, _nr: usize, dst: *mut f32) {
+            let at = (j / PANEL_WIDTH * self.k + pc) * PANEL_WIDTH;
+            let src = self.lines.as_ptr().cast::<f32>().wrapping_add(at);
+            // SAFETY: rows pc.. + kc of the panel are inside `lines`; `dst` is the caller's.
+            unsafe { std::ptr::copy_nonoverlapping(src, dst, kc * PANEL_WIDTH) };
+        }
+
+        fn packed(&self, pc: usize, j: usize) -> Option<*const f32> {
+            let at = (j / PANEL_WIDTH * self.k + pc) * PANEL_WIDTH;
+            debug_assert!(at < self.lines.len() * 16);
+            Some(self.lines.as_ptr().cast::<f32>().wrapping_add(at))
+        }
+    }
+
+    /// [`gemm`] for a chunk of few columns and many weight rows: B packed once on all
+    /// threads, then the rows split across them, each reading the shared panels in place.
+    pub(super) fn gemm_rows_split(
+        m: usize,
+        (a, a_rs): (&[f32], usize),
+        x: PatchInput<'_, f32>,
+        s: &Sizes,
+        chunk: &Chunk,
+        c: *mut f32,
+        ldc: usize,
+    ) -> bool {
+        if !super::super::sgemm::has_fast_path() {
+            return false;
+        }
+        let k = s.k();
+        let n = chunk.ncols(s);
+        assert!(
+            m == 0 || k == 0 || (m - 1) * a_rs + k <= a.len(),
+            "GEMM: A out of bounds"
+        );
+        let b = match IndexedPanels::new(x, s, chunk) {
+            Some(panels) => Prepacked::new(&panels, k, n),
+            None => Prepacked::new(&Panels::new(x, s, chunk), k, n),
+        };
+        let c = super::SharedMut(c);
+        super::split_blocks(m, 16, |m0, rows| {
+            // SAFETY: rows m0.. + rows of A are in bounds (asserted above) and of C belong to
+            // this block only; the panels were packed for all n columns and K rows.
+            unsafe {
+                let cp = c.get().add(m0 * ldc);
+                sgemm_packed_b(
+                    rows,
+                    n,
+                    k,
+                    a.as_ptr().add(m0 * a_rs),
+                    a_rs,
+                    1,
+                    &b,
+                    cp,
+                    ldc,
+                    false,
+                )
+            }
+        })
     }
 
     /// See [`super::ConvElem::gemm_dw_patches`].
@@ -837,6 +1161,7 @@ mod patches {
         chunk: &Chunk,
         dw: *mut f32,
         (k0, nk): (usize, usize),
+        accumulate: bool,
     ) -> bool {
         if m == 0 {
             return super::super::sgemm::has_fast_path();
@@ -847,21 +1172,65 @@ mod patches {
             "GEMM: output gradient out of bounds"
         );
         assert!(k0 + nk <= k, "weight-gradient columns out of range");
+        let dw = dw.wrapping_add(k0);
+        // SAFETY (both calls): dY's m rows of n elements are in bounds (asserted above); dW's m
+        // rows of K are the caller's and columns k0.. + nk lie inside them; the panels read
+        // only inside `x` (see `gemm`).
+        if let Some(panels) = IndexedPanels::new(x, s, chunk) {
+            let panels = Transposed { panels, k0 };
+            return unsafe {
+                sgemm_packed_b(m, nk, n, dy.as_ptr(), ld, 1, &panels, dw, k, accumulate)
+            };
+        }
         let panels = Transposed {
             panels: Panels::new(x, s, chunk),
             k0,
         };
-        // SAFETY: dY's m rows of n elements are in bounds (asserted above); dW's m rows of K
-        // are the caller's and columns k0.. + nk lie inside them; the panels read only inside
-        // `x` (see `gemm`).
-        unsafe { sgemm_packed_b(m, nk, n, dy.as_ptr(), ld, 1, &panels, dw.add(k0), k, true) }
+        unsafe { sgemm_packed_b(m, nk, n, dy.as_ptr(), ld, 1, &panels, dw, k, accumulate) }
+    }
+
+    /// A source of forward patch panels that [`Transposed`] builds its blocks from.
+    trait PanelSource: Sync {
+        /// Prefetches what rows `pc..pc + kc` of panel `j` read.
+        fn prefetch(&self, pc: usize, kc: usize, j: usize);
+        /// Writes rows `pc..pc + kc` of panel `j` to `dst` (kc x PANEL_WIDTH, every element).
+        ///
+        /// # Safety
+        /// AVX-512F must be present; `dst` valid for `kc * PANEL_WIDTH` writes.
+        #[cfg(target_arch = "x86_64")]
+        unsafe fn copy(&self, pc: usize, kc: usize, j: usize, dst: *mut f32);
+    }
+
+    impl PanelSource for Panels<'_> {
+        fn prefetch(&self, pc: usize, kc: usize, j: usize) {
+            #[cfg(target_arch = "x86_64")]
+            Panels::prefetch(self, pc, kc, j);
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (pc, kc, j);
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        unsafe fn copy(&self, pc: usize, kc: usize, j: usize, dst: *mut f32) {
+            // SAFETY: the caller's contract.
+            unsafe { self.copy_avx512(pc, kc, j, dst) }
+        }
+    }
+
+    impl PanelSource for IndexedPanels<'_> {
+        fn prefetch(&self, _pc: usize, _kc: usize, _j: usize) {}
+
+        #[cfg(target_arch = "x86_64")]
+        unsafe fn copy(&self, pc: usize, kc: usize, j: usize, dst: *mut f32) {
+            // SAFETY: the caller's contract.
+            unsafe { self.pack_avx512(pc, kc, j, dst) }
+        }
     }
 
     /// B = columns `k0..` of the chunk's patch matrix transposed (chunk columns x K), for dW
     /// += dY · patches^T: each requested panel is built from 32 x 32 blocks of forward panels,
     /// transposed in registers, so the weight gradient needs no patch matrix either.
-    struct Transposed<'a> {
-        panels: Panels<'a>,
+    struct Transposed<P> {
+        panels: P,
         k0: usize,
     }
 
@@ -870,7 +1239,7 @@ mod patches {
     #[repr(align(64))]
     struct Block(std::mem::MaybeUninit<[f32; PANEL_WIDTH * PANEL_WIDTH]>);
 
-    impl PackB for Transposed<'_> {
+    impl<P: PanelSource> PackB for Transposed<P> {
         unsafe fn pack(&self, pc: usize, kc: usize, j: usize, nr: usize, dst: *mut f32) {
             #[cfg(target_arch = "x86_64")]
             {
@@ -896,7 +1265,7 @@ mod patches {
                     // the transpose reads them (it loads only rows < nr); `dst` is the caller's
                     // kc x PANEL_WIDTH panel and rows q.. + rows lie inside it.
                     unsafe {
-                        self.panels.copy_avx512(j, nr, pc + q, bp);
+                        self.panels.copy(j, nr, pc + q, bp);
                         transpose_panel(bp, PANEL_WIDTH, nr, rows, dst.add(q * PANEL_WIDTH));
                     }
                     q += PANEL_WIDTH;
@@ -904,6 +1273,112 @@ mod patches {
             }
             #[cfg(not(target_arch = "x86_64"))]
             let _ = (pc, kc, j, nr, dst);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::{phase_split, CmGeometry};
+        use super::*;
+
+        /// Every panel row from the table (shifted loads or gathers) holds the bits copying
+        /// runs gives, on every chunk shape: whole items, row chunks starting mid-item, one
+        /// chunk of all columns, a phase-split strided input, 3-D kernels and tail panels.
+        #[test]
+        fn indexed_panels_equal_the_copied_runs() {
+            if !super::super::super::sgemm::has_fast_path() {
+                eprintln!("no AVX-512: the indexed panels do not exist here");
+                return;
+            }
+            // (kernel, stride, pad, input (C, B, T, H, W), expected source)
+            let cases = [
+                ([1, 3, 3], [1, 1, 1], [0, 1, 1], [9, 3, 1, 8, 5], Some(true)),
+                ([3, 1, 1], [1, 1, 1], [1, 0, 0], [8, 2, 4, 3, 7], Some(true)),
+                ([3, 3, 3], [1, 1, 1], [1, 1, 1], [8, 2, 3, 6, 5], Some(true)),
+                (
+                    [1, 3, 3],
+                    [1, 2, 2],
+                    [0, 1, 1],
+                    [10, 3, 1, 16, 10],
+                    Some(false),
+                ),
+                (
+                    [3, 1, 1],
+                    [2, 1, 1],
+                    [1, 0, 0],
+                    [8, 2, 5, 4, 4],
+                    Some(false),
+                ),
+                (
+                    [1, 1, 1],
+                    [2, 2, 2],
+                    [0, 0, 0],
+                    [12, 2, 4, 7, 7],
+                    Some(false),
+                ),
+                (
+                    [1, 3, 3],
+                    [1, 3, 3],
+                    [0, 1, 1],
+                    [8, 2, 1, 17, 20],
+                    Some(false),
+                ),
+                // Long strided rows and few channels keep the copied runs.
+                ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 1, 30, 30], None),
+                ([1, 3, 3], [1, 1, 1], [0, 1, 1], [4, 2, 1, 8, 5], None),
+            ];
+            for (kernel, stride, pad, dims, source) in cases {
+                let g = CmGeometry {
+                    kernel,
+                    stride,
+                    pad,
+                };
+                let s = Sizes::new(dims, 7, g).expect("valid case");
+                let len: usize = dims.iter().product();
+                let x: Vec<f32> = (0..len).map(|i| i as f32 + 1.0).collect();
+                let phased = phase_split(&x, &s);
+                let input = PatchInput::of(&x, phased.as_deref());
+                let mut chunks: Vec<Chunk> = s.tasks().into_iter().flatten().collect();
+                chunks.push(Chunk::all(&s));
+                // A chunk of rows starting mid-item, in the last item.
+                if s.rows_per_item() > 2 {
+                    chunks.push(Chunk {
+                        b0: s.b - 1,
+                        items: 1,
+                        r0: 1,
+                        nrows: s.rows_per_item() - 2,
+                    });
+                }
+                let k = s.k();
+                for chunk in &chunks {
+                    let table = IndexedPanels::new(input, &s, chunk);
+                    assert_eq!(
+                        table
+                            .as_ref()
+                            .map(|t| matches!(t.source, Source::Shift { .. })),
+                        source,
+                        "{g:?} {dims:?}: source"
+                    );
+                    let Some(table) = table else { continue };
+                    let runs = Panels::new(input, &s, chunk);
+                    let n = chunk.ncols(&s);
+                    let mut a = vec![f32::NAN; k * PANEL_WIDTH];
+                    let mut b = vec![-1.0f32; k * PANEL_WIDTH];
+                    for j in (0..n).step_by(PANEL_WIDTH) {
+                        let nr = PANEL_WIDTH.min(n - j);
+                        // Two depth blocks, the second starting mid-channel.
+                        for (pc, kc) in [(0, k / 2), (k / 2, k - k / 2)] {
+                            // SAFETY: AVX-512 is present; both buffers hold K panel rows.
+                            unsafe {
+                                table.pack(pc, kc, j, nr, a.as_mut_ptr().add(pc * PANEL_WIDTH));
+                                runs.pack(pc, kc, j, nr, b.as_mut_ptr().add(pc * PANEL_WIDTH));
+                            }
+                        }
+                        let same = a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits());
+                        assert!(same, "{g:?} {dims:?} {chunk:?} panel {j}: rows differ");
+                    }
+                }
+            }
         }
     }
 }
@@ -1204,7 +1679,9 @@ fn forward_with<T: ConvElem>(x: &[T], w: &[T], s: &Sizes, implicit: bool) -> Vec
                 let c_rows = unsafe { dst.get().add(m0 * p) };
                 T::gemm_patches(rows, (&w[m0 * k..], k), input, s, c, c_rows, p)
             };
-            let done = if split {
+            let done = if split && small {
+                T::gemm_patches_rows_split(s.o, (w, k), input, s, c, dst.get(), p)
+            } else if split {
                 split_blocks(s.o, 16, block)
             } else {
                 block(0, s.o)
@@ -1277,8 +1754,11 @@ fn flip_transpose<T: Copy + Default + Send + Sync>(w: &[T], s: &Sizes) -> Vec<T>
     let taps: usize = s.g.kernel.iter().product();
     let row = s.o * taps;
     // Blocks of input channels: for each o the block's taps are one contiguous read of w,
-    // written to one short run in each of the block's output rows.
-    const BLOCK: usize = 16;
+    // written to one short run in each of the block's output rows. The reads for successive o
+    // are C * taps apart (beyond the hardware prefetcher's reach), so each is prefetched a
+    // few o ahead; 64 channels make each read several cache lines long.
+    const BLOCK: usize = 64;
+    const AHEAD: usize = 4;
     // SAFETY: a piece holds the `n` rows of its channel block, and every (o, tap) position of
     // each row is written (o over 0..O, the row's taps in reverse).
     unsafe {
@@ -1286,6 +1766,9 @@ fn flip_transpose<T: Copy + Default + Send + Sync>(w: &[T], s: &Sizes) -> Vec<T>
             let c0 = blk * BLOCK;
             let n = rows.len() / row.max(1);
             for o in 0..s.o {
+                if o + AHEAD < s.o {
+                    prefetch(&w[((o + AHEAD) * s.c + c0) * taps..][..n * taps]);
+                }
                 let src = &w[(o * s.c + c0) * taps..][..n * taps];
                 for (i, taps_in) in src.chunks_exact(taps).enumerate() {
                     let dst = &mut rows[i * row + o * taps..][..taps];
@@ -1296,6 +1779,22 @@ fn flip_transpose<T: Copy + Default + Send + Sync>(w: &[T], s: &Sizes) -> Vec<T>
             }
         })
     }
+}
+
+/// Asks for every cache line of `v` to be loaded (a hint; no-op off x86-64).
+fn prefetch<T>(v: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(v);
+        let p = v.as_ptr().cast::<i8>();
+        for at in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch never faults, and the address lies inside `v`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(at)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
 }
 
 /// [`backward`] with dx (if `need_dx`) from scattered patch gradients, and dW from patches
@@ -1325,6 +1824,7 @@ fn backward_scatter<T: ConvElem>(
             c,
             std::ptr::null_mut(),
             (0, 0),
+            true,
         )
     };
     let implicit = implicit && tasks.first().and_then(|t| t.first()).is_some_and(probe);
@@ -1338,13 +1838,17 @@ fn backward_scatter<T: ConvElem>(
     // sequential branch below.
     debug_assert!(!merged || split);
     let dw_merged = merged.then(|| {
-        let mut dw = par_zeros(s.o * k);
+        // No zero-fill: the column blocks cover all K columns, and each GEMM writes (does not
+        // add to) every row of its columns; the length is set once they have.
+        let mut dw: Vec<T> = Vec::with_capacity(s.o * k);
         let dwp = SharedMut(dw.as_mut_ptr());
         let all = Chunk::all(s);
         let done = split_blocks(k, PANEL_WIDTH, |k0, nk| {
-            T::gemm_dw_patches(s.o, (dy, p), input, s, &all, dwp.get(), (k0, nk))
+            T::gemm_dw_patches(s.o, (dy, p), input, s, &all, dwp.get(), (k0, nk), false)
         });
         assert!(done, "conv backward: the implicit GEMM path vanished");
+        // SAFETY: all O x K elements were written above.
+        unsafe { dw.set_len(s.o * k) };
         dw
     });
     // One task: every chunk of it in order, accumulating into `dw`. The patch buffers are the
@@ -1363,7 +1867,7 @@ fn backward_scatter<T: ConvElem>(
                 let rows = |m0: usize, rows: usize| {
                     // SAFETY: rows m0.. of dW (K each) belong to this call only.
                     let dw_rows = unsafe { dwp.get().add(m0 * k) };
-                    T::gemm_dw_patches(rows, (&g[m0 * p..], p), input, s, c, dw_rows, (0, k))
+                    T::gemm_dw_patches(rows, (&g[m0 * p..], p), input, s, c, dw_rows, (0, k), true)
                 };
                 let done = if split {
                     split_blocks(s.o, 16, rows)

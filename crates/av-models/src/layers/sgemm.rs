@@ -96,6 +96,14 @@ pub(crate) trait PackB: Sync {
     /// # Safety
     /// `dst` must be valid for `kc * PANEL_WIDTH` writes.
     unsafe fn pack(&self, pc: usize, kc: usize, j: usize, nr: usize, dst: *mut f32);
+
+    /// The micro-panel of rows `pc..` and columns `j..` already packed in memory (laid out as
+    /// [`PackB::pack`] writes it, at least as deep as the GEMM's depth block), when the source
+    /// keeps its panels: the GEMM then reads it in place instead of packing a copy. Lets
+    /// threads that split one product by rows share a B packed once.
+    fn packed(&self, _pc: usize, _j: usize) -> Option<*const f32> {
+        None
+    }
 }
 
 /// C = A·B or C += A·B like [`sgemm`], with B supplied as packed panels by `b` (B is k×n).
@@ -340,8 +348,14 @@ mod avx512 {
                     let mut jr = 0;
                     while jr < n {
                         let nr = NR.min(n - jr);
-                        b.pack(pc, kc, jr, nr, bbuf);
-                        run_panel(kc, abuf, m, bbuf, c.add(jr), ldc, nr, load_c);
+                        let bp = match b.packed(pc, jr) {
+                            Some(bp) => bp,
+                            None => {
+                                b.pack(pc, kc, jr, nr, bbuf);
+                                bbuf.cast_const()
+                            }
+                        };
+                        run_panel(kc, abuf, m, bp, c.add(jr), ldc, nr, load_c);
                         jr += NR;
                     }
                     pc += KC;
@@ -355,9 +369,11 @@ mod avx512 {
                 while pc < k {
                     let kc = KC.min(k - pc);
                     let load_c = accumulate || pc > 0;
-                    // Pack B(pc.., jc..) into ceil(nc/NR) micro-panels of kc×NR.
+                    // Pack B(pc.., jc..) into ceil(nc/NR) micro-panels of kc×NR (unless B keeps
+                    // its panels packed).
+                    let prepacked = b.packed(pc, jc).is_some();
                     let mut jr = 0;
-                    while jr < nc {
+                    while jr < nc && !prepacked {
                         let nr = NR.min(nc - jr);
                         b.pack(pc, kc, jc + jr, nr, bbuf.add(jr * kc));
                         jr += NR;
@@ -370,7 +386,11 @@ mod avx512 {
                         while jr < nc {
                             let nr = NR.min(nc - jr);
                             let cp = c.add(ic * ldc + jc + jr);
-                            run_panel(kc, abuf, mc, bbuf.add(jr * kc), cp, ldc, nr, load_c);
+                            let bp = match b.packed(pc, jc + jr) {
+                                Some(bp) if prepacked => bp,
+                                _ => bbuf.add(jr * kc).cast_const(),
+                            };
+                            run_panel(kc, abuf, mc, bp, cp, ldc, nr, load_c);
                             jr += NR;
                         }
                         ic += MC;
