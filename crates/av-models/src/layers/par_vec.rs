@@ -115,9 +115,7 @@ pub(crate) fn par_concat<T: Copy + Send + Sync>(parts: &[&[T]]) -> Vec<T> {
                     // SAFETY: both ranges hold b - a elements (bounds-checked slices above),
                     // and a fresh buffer never overlaps a part. One memcpy per part, where an
                     // element loop was copied a value at a time.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(v.as_ptr(), d.as_mut_ptr().cast::<T>(), b - a)
-                    };
+                    std::ptr::copy_nonoverlapping(v.as_ptr(), d.as_mut_ptr().cast::<T>(), b - a);
                 }
             }
         })
