@@ -5,9 +5,10 @@
 //! backward pass, and a transpose of the GEMM result; on CPU that memory traffic, not the
 //! arithmetic, dominated a training step. With the channel axis first, a GEMM of the
 //! (O, C*kt*kh*kw) weight with the patch matrix yields the next layer's input directly, so
-//! this op does no layout work at all. It also never materialises the whole patch matrix:
-//! it gathers the patches of a few output rows at a time into a cache-sized buffer, runs
-//! the GEMM on it, and gathers again in the backward pass (cheaper than keeping GBs alive).
+//! this op does no layout work at all. It never keeps a patch matrix for the backward pass:
+//! the GEMMs pack patches a few output rows at a time (only a small map's, a few MB, is packed
+//! whole, once for all threads), and the backward pass packs them again (cheaper than keeping
+//! GBs alive).
 //!
 //! Work is split across rayon threads by batch item and output rows; the input gradient is
 //! split by batch item only, because the taps of neighbouring rows overlap in the input.
@@ -852,7 +853,7 @@ mod patches {
         // SAFETY (both calls): A's m rows of k elements are in bounds (asserted above); C's m
         // rows of n columns are the caller's (the chunk's part of the output); the panels read
         // only input elements inside `x` (Panels through indexed slices, IndexedPanels at
-        // offsets it checked against the input's size when it built them).
+        // positions it built from in-range coordinates).
         if let Some(panels) = IndexedPanels::new(x, s, chunk) {
             return unsafe { sgemm_packed_b(m, n, k, a.as_ptr(), a_rs, 1, &panels, c, ldc, false) };
         }
@@ -862,7 +863,7 @@ mod patches {
 
     /// The patches of a chunk packed from a table built once per chunk, for each panel and
     /// kernel tap, instead of copying runs. Copying costs a table lookup, a mask and a
-    /// load/store pair for every output row a 32-column panel crosses: 6-7 per panel row at
+    /// load/store pair for every output row a 32-column panel crosses: 7-8 per panel row at
     /// W' = 5. With the table a panel row costs the same whatever the map:
     /// * **shifted loads**, for a stride-1 convolution whose output has the input's size (the
     ///   second convolution of every block, and the input-gradient twins): the output and input
@@ -894,9 +895,9 @@ mod patches {
     impl<'a> IndexedPanels<'a> {
         /// The table for `chunk`, or `None` where copying runs does as well or better: fewer
         /// than 8 input channels (the table, per panel and tap, would cost as much as the
-        /// packing it saves), strided output rows of 12 or more columns (a panel crosses at
-        /// most three rows; measured no faster gathered), or a plane too large for 32-bit
-        /// gather offsets.
+        /// packing it saves), output rows of 12 or more columns that are not a same-size
+        /// stride-1 convolution (a panel crosses at most four rows; gathers measured no faster
+        /// there), or a plane too large for 32-bit gather offsets.
         pub(super) fn new(input: PatchInput<'a, f32>, s: &Sizes, chunk: &Chunk) -> Option<Self> {
             let x = input.data;
             let plane = s.b * s.t * s.h * s.w;
@@ -1044,6 +1045,10 @@ mod patches {
         }
     }
 
+    /// Largest patch matrix (values) [`gemm_rows_split`] packs whole: 16 MiB, several times the
+    /// deep layers' (5.9 MB for the audio CNN's 512-channel layer at batch 8).
+    const PREPACKED_MAX: usize = 4 << 20;
+
     /// One cache line of a [`Prepacked`] B, so its panels start 64-byte aligned.
     #[repr(C, align(64))]
     #[derive(Clone, Copy)]
@@ -1062,6 +1067,11 @@ mod patches {
         /// Packs the panels of `panels` (K x n) on the rayon pool, a panel per task.
         fn new(panels: &impl PackB, k: usize, n: usize) -> Self {
             use rayon::prelude::*;
+            // The panel sources write nothing without AVX-512; `set_len` below relies on them.
+            assert!(
+                super::super::sgemm::has_fast_path(),
+                "prepacked panels need AVX-512"
+            );
             const _: () = assert!(PANEL_WIDTH == 32);
             let per = 2 * k;
             let count = n.div_ceil(PANEL_WIDTH);
@@ -1075,7 +1085,7 @@ mod patches {
                     // Depth blocks of the GEMM's size, so the prefetch runs just ahead.
                     let mut pc = 0;
                     while pc < k {
-                        let kc = 256.min(k - pc);
+                        let kc = super::super::sgemm::DEPTH_BLOCK.min(k - pc);
                         // SAFETY: rows pc.. + kc of this panel lie inside the piece (2 lines
                         // = 32 floats per row), which the pack writes in full (zeros past nr).
                         unsafe {
@@ -1098,7 +1108,9 @@ mod patches {
             unsafe { std::ptr::copy_nonoverlapping(src, dst, kc * PANEL_WIDTH) };
         }
 
-        fn packed(&self, pc: usize, j: usize) -> Option<*const f32> {
+        unsafe fn packed(&self, pc: usize, j: usize) -> Option<*const f32> {
+            // Every panel is kept, rows 0..K each: rows pc.. of panel j / 32 (both inside the
+            // extent, by the caller's contract) start here, followed by the rest of the panel.
             let at = (j / PANEL_WIDTH * self.k + pc) * PANEL_WIDTH;
             debug_assert!(at < self.lines.len() * 16);
             Some(self.lines.as_ptr().cast::<f32>().wrapping_add(at))
@@ -1125,11 +1137,20 @@ mod patches {
             m == 0 || k == 0 || (m - 1) * a_rs + k <= a.len(),
             "GEMM: A out of bounds"
         );
+        let c = super::SharedMut(c);
+        if k * n > PREPACKED_MAX {
+            // Too large to keep packed (many threads make "few chunks" many columns): each
+            // thread packs the panels its rows need, as for any other chunk.
+            return super::split_blocks(m, 16, |m0, rows| {
+                // SAFETY: rows m0.. of C belong to this block only.
+                let cp = unsafe { c.get().add(m0 * ldc) };
+                gemm(rows, (&a[m0 * a_rs..], a_rs), x, s, chunk, cp, ldc)
+            });
+        }
         let b = match IndexedPanels::new(x, s, chunk) {
             Some(panels) => Prepacked::new(&panels, k, n),
             None => Prepacked::new(&Panels::new(x, s, chunk), k, n),
         };
-        let c = super::SharedMut(c);
         super::split_blocks(m, 16, |m0, rows| {
             // SAFETY: rows m0.. + rows of A are in bounds (asserted above) and of C belong to
             // this block only; the panels were packed for all n columns and K rows.
@@ -1227,7 +1248,7 @@ mod patches {
     }
 
     /// B = columns `k0..` of the chunk's patch matrix transposed (chunk columns x K), for dW
-    /// += dY · patches^T: each requested panel is built from 32 x 32 blocks of forward panels,
+    /// (+)= dY · patches^T: each requested panel is built from 32 x 32 blocks of forward panels,
     /// transposed in registers, so the weight gradient needs no patch matrix either.
     struct Transposed<P> {
         panels: P,
@@ -1323,9 +1344,28 @@ mod patches {
                     [8, 2, 1, 17, 20],
                     Some(false),
                 ),
-                // Long strided rows and few channels keep the copied runs.
+                // Strided rows of 11 columns gather; 12 and more, and few channels, keep the
+                // copied runs.
+                (
+                    [1, 3, 3],
+                    [1, 2, 2],
+                    [0, 1, 1],
+                    [8, 1, 1, 6, 21],
+                    Some(false),
+                ),
+                ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 1, 6, 23], None),
                 ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 1, 30, 30], None),
                 ([1, 3, 3], [1, 1, 1], [0, 1, 1], [4, 2, 1, 8, 5], None),
+                // Stride 1 without padding: not same-size, so short rows gather and long
+                // rows copy.
+                (
+                    [1, 3, 3],
+                    [1, 1, 1],
+                    [0, 0, 0],
+                    [8, 2, 1, 7, 9],
+                    Some(false),
+                ),
+                ([1, 3, 3], [1, 1, 1], [0, 0, 0], [8, 1, 1, 7, 20], None),
             ];
             for (kernel, stride, pad, dims, source) in cases {
                 let g = CmGeometry {
@@ -1756,14 +1796,17 @@ fn flip_transpose<T: Copy + Default + Send + Sync>(w: &[T], s: &Sizes) -> Vec<T>
     // Blocks of input channels: for each o the block's taps are one contiguous read of w,
     // written to one short run in each of the block's output rows. The reads for successive o
     // are C * taps apart (beyond the hardware prefetcher's reach), so each is prefetched a
-    // few o ahead; 64 channels make each read several cache lines long.
-    const BLOCK: usize = 64;
+    // few o ahead; up to 64 channels make each read several cache lines long, while keeping
+    // at least two pieces per thread.
+    let block =
+        s.c.div_ceil(2 * rayon::current_num_threads().max(1))
+            .clamp(16, 64);
     const AHEAD: usize = 4;
     // SAFETY: a piece holds the `n` rows of its channel block, and every (o, tap) position of
     // each row is written (o over 0..O, the row's taps in reverse).
     unsafe {
-        par_init(w.len(), BLOCK * row, |blk, rows| {
-            let c0 = blk * BLOCK;
+        par_init(w.len(), block * row, |blk, rows| {
+            let c0 = blk * block;
             let n = rows.len() / row.max(1);
             for o in 0..s.o {
                 if o + AHEAD < s.o {
@@ -1781,16 +1824,18 @@ fn flip_transpose<T: Copy + Default + Send + Sync>(w: &[T], s: &Sizes) -> Vec<T>
     }
 }
 
-/// Asks for every cache line of `v` to be loaded (a hint; no-op off x86-64).
+/// Asks for every cache line `v` touches to be loaded (a hint; no-op off x86-64).
 fn prefetch<T>(v: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let bytes = std::mem::size_of_val(v);
-        let p = v.as_ptr().cast::<i8>();
-        for at in (0..bytes).step_by(64) {
-            // SAFETY: a prefetch never faults, and the address lies inside `v`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(at)) };
+        let start = v.as_ptr() as usize;
+        let end = start + std::mem::size_of_val(v);
+        let mut line = start & !63;
+        while line < end {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
+            line += 64;
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

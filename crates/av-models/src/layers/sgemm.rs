@@ -1,8 +1,9 @@
 //! Single-threaded f32 GEMM with a BLIS-style AVX-512 path and a portable fallback.
 //!
 //! Layout of the fast path: C rows are vectorised along `n`. A 12×32 microkernel keeps
-//! 24 zmm accumulators in registers; B is packed into KC×32 micro-panels and A into
-//! 12×KC micro-panels (both zero-padded), loop order NC → KC → MC → jr → ir.
+//! 24 zmm accumulators in registers; B is packed into KC×32 micro-panels (or read in place
+//! where its source keeps them packed, [`PackB::packed`]) and A into 12×KC micro-panels (both
+//! zero-padded), loop order NC → KC → MC → jr → ir.
 
 /// Rows of C computed by one microkernel call (12 broadcasts of packed A per k).
 const MR: usize = 12;
@@ -10,6 +11,8 @@ const MR: usize = 12;
 const NR: usize = 32;
 /// Depth of one packed block: a KC×NR B micro-panel (32 KiB) stays in L1.
 const KC: usize = 256;
+/// [`KC`] for B sources that pack panels ahead of the GEMM.
+pub(crate) const DEPTH_BLOCK: usize = KC;
 /// Rows of one packed A block: MC×KC floats (≈ 240 KiB) stay in L2.
 const MC: usize = 240;
 /// Columns of one packed B block: KC×NC floats (1 MiB) stay in L2 next to the A block.
@@ -98,10 +101,16 @@ pub(crate) trait PackB: Sync {
     unsafe fn pack(&self, pc: usize, kc: usize, j: usize, nr: usize, dst: *mut f32);
 
     /// The micro-panel of rows `pc..` and columns `j..` already packed in memory (laid out as
-    /// [`PackB::pack`] writes it, at least as deep as the GEMM's depth block), when the source
-    /// keeps its panels: the GEMM then reads it in place instead of packing a copy. Lets
-    /// threads that split one product by rows share a B packed once.
-    fn packed(&self, _pc: usize, _j: usize) -> Option<*const f32> {
+    /// [`PackB::pack`] writes it), when the source keeps its panels: the GEMM then reads it in
+    /// place instead of packing a copy. Lets threads that split one product by rows share a
+    /// B packed once.
+    ///
+    /// # Safety
+    /// Callers ask only for (pc, j) inside B's extent, as for [`PackB::pack`]. In turn the GEMM
+    /// trusts the answer: a source returning `Some` must do so for every such (pc, j), each
+    /// pointer valid for `kc * PANEL_WIDTH` reads (kc the depth block at pc) while the GEMM
+    /// runs.
+    unsafe fn packed(&self, _pc: usize, _j: usize) -> Option<*const f32> {
         None
     }
 }
@@ -348,6 +357,7 @@ mod avx512 {
                     let mut jr = 0;
                     while jr < n {
                         let nr = NR.min(n - jr);
+                        // SAFETY: the PackB contract (a packed panel is valid for kc x NR).
                         let bp = match b.packed(pc, jr) {
                             Some(bp) => bp,
                             None => {
@@ -371,6 +381,7 @@ mod avx512 {
                     let load_c = accumulate || pc > 0;
                     // Pack B(pc.., jc..) into ceil(nc/NR) micro-panels of kc×NR (unless B keeps
                     // its panels packed).
+                    // SAFETY: the PackB contract (all panels or none are kept packed).
                     let prepacked = b.packed(pc, jc).is_some();
                     let mut jr = 0;
                     while jr < nc && !prepacked {
@@ -386,9 +397,12 @@ mod avx512 {
                         while jr < nc {
                             let nr = NR.min(nc - jr);
                             let cp = c.add(ic * ldc + jc + jr);
-                            let bp = match b.packed(pc, jc + jr) {
-                                Some(bp) if prepacked => bp,
-                                _ => bbuf.add(jr * kc).cast_const(),
+                            let bp = if prepacked {
+                                // SAFETY: the PackB contract: every panel is kept packed.
+                                b.packed(pc, jc + jr)
+                                    .expect("PackB: some panels packed, not all")
+                            } else {
+                                bbuf.add(jr * kc).cast_const()
                             };
                             run_panel(kc, abuf, mc, bp, cp, ldc, nr, load_c);
                             jr += NR;
@@ -1033,6 +1047,78 @@ mod tests {
             for (x, y) in c1.iter().zip(&c2) {
                 assert!((x - y).abs() < 1e-3, "{x} vs {y}");
             }
+        }
+    }
+
+    /// A row-major k x n matrix whose panels are packed ahead, in full depth, and handed to the
+    /// GEMM in place ([`PackB::packed`]).
+    struct KeptPanels {
+        panels: Vec<f32>,
+        k: usize,
+    }
+
+    impl KeptPanels {
+        fn new(b: &[f32], k: usize, n: usize) -> Self {
+            let count = n.div_ceil(NR);
+            let mut panels = vec![0.0; count * k * NR];
+            for q in 0..count {
+                for p in 0..k {
+                    for jj in 0..NR.min(n - q * NR) {
+                        panels[(q * k + p) * NR + jj] = b[p * n + q * NR + jj];
+                    }
+                }
+            }
+            Self { panels, k }
+        }
+    }
+
+    impl PackB for KeptPanels {
+        unsafe fn pack(&self, _pc: usize, _kc: usize, _j: usize, _nr: usize, _dst: *mut f32) {
+            unreachable!("every panel is kept packed");
+        }
+
+        unsafe fn packed(&self, pc: usize, j: usize) -> Option<*const f32> {
+            Some(self.panels[(j / NR * self.k + pc) * NR..].as_ptr())
+        }
+    }
+
+    /// Panels read in place give the bits of panels packed by the GEMM, on both blocking paths
+    /// (m within and beyond MC) with several depth blocks and column blocks (n > NC).
+    #[test]
+    fn kept_panels_are_read_in_place() {
+        if !has_fast_path() {
+            eprintln!("no AVX-512: no packed-B path here");
+            return;
+        }
+        for (m, n, k) in [(100, 70, 300), (MC + 17, NC + 45, KC + 33), (5, 33, 17)] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7919) % 1013) as f32 / 500.0 - 1.0)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 3571) % 1009) as f32 / 450.0 - 1.1)
+                .collect();
+            let mut want = vec![0.0; m * n];
+            run(
+                sgemm,
+                (m, n, k),
+                (&a, k, 1),
+                (&b, n, 1),
+                &mut want,
+                n,
+                false,
+            );
+            let kept = KeptPanels::new(&b, k, n);
+            let mut got = vec![f32::NAN; m * n];
+            // SAFETY: A is m x k row-major, C m x n; every panel of the k x n extent is kept.
+            let done = unsafe {
+                sgemm_packed_b(m, n, k, a.as_ptr(), k, 1, &kept, got.as_mut_ptr(), n, false)
+            };
+            assert!(done);
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{m}x{n}x{k}: panels read in place differ");
         }
     }
 }
