@@ -2,7 +2,7 @@
 //!
 //! Layout of the fast path: C rows are vectorised along `n`. A 12×32 microkernel keeps
 //! 24 zmm accumulators in registers; B is packed into KC×32 micro-panels (or read in place
-//! where its source keeps them packed, [`PackB::packed`]) and A into 12×KC micro-panels (both
+//! where its source keeps them packed: `PackB::packed`) and A into 12×KC micro-panels (both
 //! zero-padded), loop order NC → KC → MC → jr → ir.
 
 /// Rows of C computed by one microkernel call (12 broadcasts of packed A per k).
