@@ -1102,18 +1102,22 @@ mod patches {
 
     impl PackB for Prepacked {
         unsafe fn pack(&self, pc: usize, kc: usize, j: usize, _nr: usize, dst: *mut f32) {
-            let at = (j / PANEL_WIDTH * self.k + pc) * PANEL_WIDTH;
-            let src = self.lines.as_ptr().cast::<f32>().wrapping_add(at);
             // SAFETY: rows pc.. + kc of the panel are inside `lines`; `dst` is the caller's.
-            unsafe { std::ptr::copy_nonoverlapping(src, dst, kc * PANEL_WIDTH) };
+            unsafe { std::ptr::copy_nonoverlapping(self.row(pc, j), dst, kc * PANEL_WIDTH) };
         }
 
         unsafe fn packed(&self, pc: usize, j: usize) -> Option<*const f32> {
-            // Every panel is kept, rows 0..K each: rows pc.. of panel j / 32 (both inside the
-            // extent, by the caller's contract) start here, followed by the rest of the panel.
+            Some(self.row(pc, j))
+        }
+    }
+
+    impl Prepacked {
+        /// Row `pc` of the panel holding column `j`: every panel is kept, rows 0..K each, so
+        /// for (pc, j) inside the extent the rest of the panel follows.
+        fn row(&self, pc: usize, j: usize) -> *const f32 {
             let at = (j / PANEL_WIDTH * self.k + pc) * PANEL_WIDTH;
             debug_assert!(at < self.lines.len() * 16);
-            Some(self.lines.as_ptr().cast::<f32>().wrapping_add(at))
+            self.lines.as_ptr().cast::<f32>().wrapping_add(at)
         }
     }
 
@@ -1311,61 +1315,29 @@ mod patches {
                 eprintln!("no AVX-512: the indexed panels do not exist here");
                 return;
             }
+            // Which source the table uses: shifted loads, gathers, or none (copied runs).
+            const SHIFT: Option<bool> = Some(true);
+            const GATHER: Option<bool> = Some(false);
+            const COPY: Option<bool> = None;
             // (kernel, stride, pad, input (C, B, T, H, W), expected source)
             let cases = [
-                ([1, 3, 3], [1, 1, 1], [0, 1, 1], [9, 3, 1, 8, 5], Some(true)),
-                ([3, 1, 1], [1, 1, 1], [1, 0, 0], [8, 2, 4, 3, 7], Some(true)),
-                ([3, 3, 3], [1, 1, 1], [1, 1, 1], [8, 2, 3, 6, 5], Some(true)),
-                (
-                    [1, 3, 3],
-                    [1, 2, 2],
-                    [0, 1, 1],
-                    [10, 3, 1, 16, 10],
-                    Some(false),
-                ),
-                (
-                    [3, 1, 1],
-                    [2, 1, 1],
-                    [1, 0, 0],
-                    [8, 2, 5, 4, 4],
-                    Some(false),
-                ),
-                (
-                    [1, 1, 1],
-                    [2, 2, 2],
-                    [0, 0, 0],
-                    [12, 2, 4, 7, 7],
-                    Some(false),
-                ),
-                (
-                    [1, 3, 3],
-                    [1, 3, 3],
-                    [0, 1, 1],
-                    [8, 2, 1, 17, 20],
-                    Some(false),
-                ),
+                ([1, 3, 3], [1, 1, 1], [0, 1, 1], [9, 3, 1, 8, 5], SHIFT),
+                ([3, 1, 1], [1, 1, 1], [1, 0, 0], [8, 2, 4, 3, 7], SHIFT),
+                ([3, 3, 3], [1, 1, 1], [1, 1, 1], [8, 2, 3, 6, 5], SHIFT),
+                ([1, 3, 3], [1, 2, 2], [0, 1, 1], [10, 3, 1, 16, 10], GATHER),
+                ([3, 1, 1], [2, 1, 1], [1, 0, 0], [8, 2, 5, 4, 4], GATHER),
+                ([1, 1, 1], [2, 2, 2], [0, 0, 0], [12, 2, 4, 7, 7], GATHER),
+                ([1, 3, 3], [1, 3, 3], [0, 1, 1], [8, 2, 1, 17, 20], GATHER),
                 // Strided rows of 11 columns gather; 12 and more, and few channels, keep the
                 // copied runs.
-                (
-                    [1, 3, 3],
-                    [1, 2, 2],
-                    [0, 1, 1],
-                    [8, 1, 1, 6, 21],
-                    Some(false),
-                ),
-                ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 1, 6, 23], None),
-                ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 1, 30, 30], None),
-                ([1, 3, 3], [1, 1, 1], [0, 1, 1], [4, 2, 1, 8, 5], None),
+                ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 1, 6, 21], GATHER),
+                ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 1, 6, 23], COPY),
+                ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 1, 30, 30], COPY),
+                ([1, 3, 3], [1, 1, 1], [0, 1, 1], [4, 2, 1, 8, 5], COPY),
                 // Stride 1 without padding: not same-size, so short rows gather and long
                 // rows copy.
-                (
-                    [1, 3, 3],
-                    [1, 1, 1],
-                    [0, 0, 0],
-                    [8, 2, 1, 7, 9],
-                    Some(false),
-                ),
-                ([1, 3, 3], [1, 1, 1], [0, 0, 0], [8, 1, 1, 7, 20], None),
+                ([1, 3, 3], [1, 1, 1], [0, 0, 0], [8, 2, 1, 7, 9], GATHER),
+                ([1, 3, 3], [1, 1, 1], [0, 0, 0], [8, 1, 1, 7, 20], COPY),
             ];
             for (kernel, stride, pad, dims, source) in cases {
                 let g = CmGeometry {
