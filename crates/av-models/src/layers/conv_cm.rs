@@ -279,13 +279,26 @@ fn channels_per_group(s: &Sizes) -> usize {
     s.c.div_ceil(4 * rayon::current_num_threads().max(1)).max(1)
 }
 
-/// The input an implicit GEMM packs its patches from: `x` itself, or with every W row split into
-/// its stride phases (columns 0, s, 2s, ... then 1, 1 + s, ...; see [`phase_split`]), so that a
-/// strided convolution's patch runs are contiguous loads instead of gathers.
+/// The input an implicit GEMM packs its patches from: `x` itself, its W rows split into stride
+/// phases ([`phase_split`]) or its stride-phase planes ([`phase_planes`]).
 #[derive(Clone, Copy)]
 pub(crate) struct PatchInput<'a, T> {
     data: &'a [T],
-    phased: bool,
+    layout: InputLayout,
+}
+
+/// How a [`PatchInput`] holds the convolution's input.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum InputLayout {
+    /// As it is: (C, B, T, H, W).
+    Plain,
+    /// Every W row split into its stride phases (columns 0, s, 2s, ... then 1, 1 + s, ...), so
+    /// a strided convolution's patch runs are contiguous loads instead of gathers.
+    RowPhases,
+    /// Per channel, one plane in the output's (B, T', H', W') layout per stride phase the taps
+    /// read, so that every tap of a strided convolution reads one plane shifted by a constant,
+    /// as a stride-1 convolution reads its input.
+    Planes,
 }
 
 impl<'a, T> PatchInput<'a, T> {
@@ -293,16 +306,223 @@ impl<'a, T> PatchInput<'a, T> {
     fn plain(data: &'a [T]) -> Self {
         Self {
             data,
-            phased: false,
+            layout: InputLayout::Plain,
         }
     }
 
-    /// The phase-split copy of `x` when there is one, else `x`.
-    fn of(x: &'a [T], phased: Option<&'a [T]>) -> Self {
-        match phased {
-            Some(data) => Self { data, phased: true },
+    /// The copy of `x` (and its layout) when there is one, else `x`.
+    fn of(x: &'a [T], copy: Option<&'a (Vec<T>, InputLayout)>) -> Self {
+        match copy {
+            Some((data, layout)) => Self {
+                data,
+                layout: *layout,
+            },
             None => Self::plain(x),
         }
+    }
+}
+
+/// The copy of `x` a strided convolution packs its patches from: stride-phase planes where
+/// [`planes_apply`], else W rows split into phases; `None` for stride 1.
+fn patch_copy<T: ConvElem>(x: &[T], s: &Sizes) -> Option<(Vec<T>, InputLayout)> {
+    if planes_apply(s) {
+        return Some((phase_planes(x, s), InputLayout::Planes));
+    }
+    phase_split(x, s).map(|v| (v, InputLayout::RowPhases))
+}
+
+/// Whether a convolution packs its patches from stride-phase planes: strided along W (so it
+/// copies its input anyway: a stride along T or H only reads whole rows in place), with enough
+/// input channels for the indexed panels (see `IndexedPanels::new`), and every output axis
+/// holding exactly ceil(input / stride) positions, the size of a phase plane (every odd kernel
+/// with "same" padding, and every pointwise kernel, qualifies).
+fn planes_apply(s: &Sizes) -> bool {
+    let input = [s.t, s.h, s.w];
+    let output = [s.to, s.ho, s.wo];
+    s.g.stride[2] > 1
+        && s.c >= MIN_INDEXED_CHANNELS
+        && (0..3).all(|d| input[d].div_ceil(s.g.stride[d]) == output[d])
+}
+
+/// Fewest input channels for which the indexed panels pay: their table, built per chunk,
+/// panel and tap, serves each of the C patch rows of a tap.
+const MIN_INDEXED_CHANNELS: usize = 8;
+
+/// Per axis (T, H, W), the stride phases `(i - pad) mod stride` that the kernel's taps i read,
+/// ascending: the planes [`phase_planes`] keeps (a pointwise stride-2 kernel reads only phase 0).
+fn used_phases(s: &Sizes) -> [Vec<usize>; 3] {
+    std::array::from_fn(|d| {
+        let (k, st, p) = (s.g.kernel[d], s.g.stride[d], s.g.pad[d]);
+        let mut r: Vec<usize> = (0..k)
+            .map(|i| (i as isize - p as isize).rem_euclid(st as isize) as usize)
+            .collect();
+        r.sort_unstable();
+        r.dedup();
+        r
+    })
+}
+
+/// Where tap (i, j, l) reads in [`phase_planes`]: its plane's index among the kept phases and
+/// its offset (in output positions) from the output position, per tap in weight order.
+fn plane_shifts(s: &Sizes) -> Vec<(usize, isize)> {
+    let used = used_phases(s);
+    let [kt, kh, kw] = s.g.kernel;
+    // (index of the tap's phase among the kept ones, shift in phase-plane positions).
+    let axis = |d: usize, i: usize| {
+        let v = i as isize - s.g.pad[d] as isize;
+        let st = s.g.stride[d] as isize;
+        let r = v.rem_euclid(st) as usize;
+        let at = used[d].iter().position(|&u| u == r).expect("a kept phase");
+        (at, v.div_euclid(st))
+    };
+    let (ho, wo) = (s.ho as isize, s.wo as isize);
+    let mut out = Vec::with_capacity(kt * kh * kw);
+    for i in 0..kt {
+        let (pt, dt) = axis(0, i);
+        for j in 0..kh {
+            let (ph, dh) = axis(1, j);
+            for l in 0..kw {
+                let (pw, dw) = axis(2, l);
+                let phase = (pt * used[1].len() + ph) * used[2].len() + pw;
+                out.push((phase, (dt * ho + dh) * wo + dw));
+            }
+        }
+    }
+    out
+}
+
+/// `x` (C, B, T, H, W) as stride-phase planes: per channel and kept phase (rt, rh, rw) (see
+/// [`used_phases`]), a (B, T', H', W') plane whose position (b, t, h, w) holds
+/// x[b, st t + rt, sh h + rh, sw w + rw], zero past the input's end. Needs [`planes_apply`].
+fn phase_planes<T: ConvElem>(x: &[T], s: &Sizes) -> Vec<T> {
+    assert!(
+        planes_apply(s),
+        "phase planes need a stride whose phases fit the output"
+    );
+    assert_eq!(x.len(), s.c * s.b * s.t * s.h * s.w, "conv input size");
+    let used = used_phases(s);
+    let phases = used.iter().map(Vec::len).product::<usize>();
+    let [st, sh, sw] = s.g.stride;
+    let plane = s.b * s.to * s.ho * s.wo;
+    // Pieces of whole planes, about 64 Ki values each.
+    let planes_per_piece = ((1 << 16) / plane.max(1)).max(1);
+    // SAFETY: pieces are whole planes (the buffer is C x phases of them), and every row of
+    // every plane is written in full: W' copied or zeroed values.
+    unsafe {
+        par_init(
+            s.c * phases * plane,
+            planes_per_piece * plane,
+            |piece, dst| {
+                for (i, d) in dst.chunks_exact_mut(plane).enumerate() {
+                    let at = piece * planes_per_piece + i;
+                    let (c, ph) = (at / phases, at % phases);
+                    let rw = used[2][ph % used[2].len()];
+                    let rh = used[1][ph / used[2].len() % used[1].len()];
+                    let rt = used[0][ph / (used[2].len() * used[1].len())];
+                    // Columns rw, rw + sw, ... of an input row, then zeros.
+                    let n = s.w.saturating_sub(rw).div_ceil(sw).min(s.wo);
+                    let mut rows = d.chunks_exact_mut(s.wo);
+                    for b in 0..s.b {
+                        for to in 0..s.to {
+                            for ho in 0..s.ho {
+                                let row = rows.next().expect("a plane holds B T' H' rows");
+                                let (t, h) = (st * to + rt, sh * ho + rh);
+                                if t >= s.t || h >= s.h || n == 0 {
+                                    row.iter_mut().for_each(|v| {
+                                        v.write(T::default());
+                                    });
+                                    continue;
+                                }
+                                let first = (((c * s.b + b) * s.t + t) * s.h + h) * s.w + rw;
+                                let src = &x[first..=first + (n - 1) * sw];
+                                T::gather_strided(src, sw, &mut row[..n]);
+                                row[n..].iter_mut().for_each(|v| {
+                                    v.write(T::default());
+                                });
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    }
+}
+
+/// The input gradient (C, B, T, H, W) from its stride-phase planes `dxp` (the inverse of
+/// [`phase_planes`] on the positions some tap reads; the others, which no output depends on,
+/// get zero).
+fn from_phase_planes<T: ConvElem>(dxp: &[T], s: &Sizes) -> Vec<T> {
+    let used = used_phases(s);
+    let phases = used.iter().map(Vec::len).product::<usize>();
+    let plane = s.b * s.to * s.ho * s.wo;
+    assert_eq!(dxp.len(), s.c * phases * plane, "phase planes size");
+    let [st, sh, sw] = s.g.stride;
+    // Kept phase index per residue (None: no tap reads that phase).
+    let index = |d: usize, r: usize| used[d].iter().position(|&u| u == r);
+    let (nh, nw) = (used[1].len(), used[2].len());
+    let block = s.b * s.t * s.h * s.w;
+    // SAFETY: pieces are whole channel blocks; every W row of each is written in full (each
+    // column belongs to exactly one residue: copied from its plane, or zeroed).
+    unsafe {
+        par_init(s.c * block, block.max(1), |c, dst| {
+            let mut rows = dst.chunks_exact_mut(s.w);
+            for b in 0..s.b {
+                for t in 0..s.t {
+                    for h in 0..s.h {
+                        let row = rows.next().expect("a block holds B T H rows");
+                        let (it, ih) = (index(0, t % st), index(1, h % sh));
+                        let (Some(it), Some(ih)) = (it, ih) else {
+                            row.iter_mut().for_each(|v| {
+                                v.write(T::default());
+                            });
+                            continue;
+                        };
+                        let at = |iw: usize| {
+                            let ph = (it * nh + ih) * nw + iw;
+                            (((c * phases + ph) * s.b + b) * s.to + t / st) * s.ho + h / sh
+                        };
+                        for rw in 0..sw.min(s.w) {
+                            let n = (s.w - rw).div_ceil(sw);
+                            match index(2, rw) {
+                                Some(iw) => {
+                                    let src = &dxp[at(iw) * s.wo..][..n];
+                                    T::spread_strided(src, sw, &mut row[rw..]);
+                                }
+                                None => row[rw..].iter_mut().step_by(sw).for_each(|v| {
+                                    v.write(T::default());
+                                }),
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// dst[i * step] = src[i]: the portable [`ConvElem::spread_strided`].
+#[inline(always)]
+fn scatter_row_strided<T: Copy>(src: &[T], step: usize, dst: &mut [std::mem::MaybeUninit<T>]) {
+    let n = src.len();
+    assert!(
+        n == 0 || (n - 1) * step < dst.len(),
+        "strided copy out of bounds"
+    );
+    for (i, &v) in src.iter().enumerate() {
+        dst[i * step].write(v);
+    }
+}
+
+/// dst[i] = src[i * step]: the portable [`ConvElem::gather_strided`].
+#[inline(always)]
+fn strided_row<T: Copy>(src: &[T], step: usize, dst: &mut [std::mem::MaybeUninit<T>]) {
+    let n = dst.len();
+    assert!(
+        n == 0 || (n - 1) * step < src.len(),
+        "strided copy out of bounds"
+    );
+    for (i, d) in dst.iter_mut().enumerate() {
+        d.write(src[i * step]);
     }
 }
 
@@ -393,6 +613,33 @@ pub(crate) trait ConvElem:
         _accumulate: bool,
     ) -> bool {
         false
+    }
+    /// Adds the chunk's patch gradients `dcols` (K x ncols) into `dxp`, the input gradient as
+    /// stride-phase planes (the adjoint of packing patches from [`phase_planes`]; `planes` is
+    /// that packing's input, for its layout), with `parallel`, channel groups on all threads.
+    /// Returns `false`, doing nothing, where the element type or CPU has no such path.
+    ///
+    /// # Safety
+    /// `dxp` must be valid for reads and writes of `planes.data.len()` values, and no other
+    /// thread may touch the positions this chunk's patches read meanwhile.
+    unsafe fn scatter_planes(
+        _dcols: &[Self],
+        _planes: PatchInput<'_, Self>,
+        _s: &Sizes,
+        _chunk: &Chunk,
+        _dxp: *mut Self,
+        _parallel: bool,
+    ) -> bool {
+        false
+    }
+    /// dst[i] = src[i * step], into fresh memory (rows of [`phase_planes`]).
+    fn gather_strided(src: &[Self], step: usize, dst: &mut [std::mem::MaybeUninit<Self>]) {
+        strided_row(src, step, dst)
+    }
+    /// dst[i * step] = src[i], into fresh memory, leaving the other slots as they are (rows
+    /// of [`from_phase_planes`]).
+    fn spread_strided(src: &[Self], step: usize, dst: &mut [std::mem::MaybeUninit<Self>]) {
+        scatter_row_strided(src, step, dst)
     }
     /// C (m x n, row stride `ldc`) = or += A (m x k) B (k x n) with arbitrary strides.
     #[allow(clippy::too_many_arguments)]
@@ -490,6 +737,34 @@ macro_rules! impl_conv_elem {
                 $patches::gemm_rows_split(m, a, x, s, chunk, c, ldc)
             }
 
+            fn gather_strided(
+                src: &[Self],
+                step: usize,
+                dst: &mut [std::mem::MaybeUninit<Self>],
+            ) {
+                $patches::gather_strided(src, step, dst)
+            }
+
+            fn spread_strided(
+                src: &[Self],
+                step: usize,
+                dst: &mut [std::mem::MaybeUninit<Self>],
+            ) {
+                $patches::spread_strided(src, step, dst)
+            }
+
+            unsafe fn scatter_planes(
+                dcols: &[Self],
+                planes: PatchInput<'_, Self>,
+                s: &Sizes,
+                chunk: &Chunk,
+                dxp: *mut Self,
+                parallel: bool,
+            ) -> bool {
+                // SAFETY: the caller's contract.
+                unsafe { $patches::scatter_planes(dcols, planes, s, chunk, dxp, parallel) }
+            }
+
             fn gemm_dw_patches(
                 m: usize,
                 dy: (&[Self], usize),
@@ -562,7 +837,11 @@ mod patches {
     #[cfg(target_arch = "x86_64")]
     use super::super::sgemm::transpose_panel;
     use super::super::sgemm::{sgemm_packed_b, PackB, PANEL_WIDTH};
-    use super::{phase_start, row_table, valid_cols, Chunk, PatchInput, Sizes};
+    use super::{
+        phase_start, plane_shifts, row_table, used_phases, valid_cols, Chunk, InputLayout,
+        PatchInput, Sizes, MIN_INDEXED_CHANNELS,
+    };
+    use std::mem::MaybeUninit;
 
     /// B = the patches of one chunk: K rows (channel, t/h tap, w tap) by the chunk's columns.
     struct Panels<'a> {
@@ -633,11 +912,16 @@ mod patches {
             for (i, table) in rows.chunks_exact_mut(per_item.max(1)).enumerate() {
                 row_table(s, chunk.b0 + i, (chunk.r0, chunk.nrows), table);
             }
-            let (runs, spans) = panel_runs(s, chunk.ncols(s), input.phased);
+            let phased = match input.layout {
+                InputLayout::Plain => false,
+                InputLayout::RowPhases => true,
+                InputLayout::Planes => panic!("copied runs read plain or row-phase input"),
+            };
+            let (runs, spans) = panel_runs(s, chunk.ncols(s), phased);
             Self {
                 x,
                 s,
-                step: if input.phased { 1 } else { s.g.stride[2] },
+                step: if phased { 1 } else { s.g.stride[2] },
                 rows,
                 runs,
                 spans,
@@ -896,14 +1180,25 @@ mod patches {
         /// The table for `chunk`, or `None` where copying runs does as well or better: fewer
         /// than 8 input channels (the table, per panel and tap, would cost as much as the
         /// packing it saves), output rows of 12 or more columns that are not a same-size
-        /// stride-1 convolution (a panel crosses at most four rows; gathers measured no faster
-        /// there), or a plane too large for 32-bit gather offsets.
+        /// stride-1 convolution nor read from phase planes (a panel crosses at most four rows;
+        /// gathers measured no faster there), or a plane too large for 32-bit gather offsets.
+        /// Phase planes (see `phase_planes`) always have a table.
         pub(super) fn new(input: PatchInput<'a, f32>, s: &Sizes, chunk: &Chunk) -> Option<Self> {
             let x = input.data;
-            let plane = s.b * s.t * s.h * s.w;
+            let planes = input.layout == InputLayout::Planes;
+            // A channel's block: its kept phase planes, or its (B, T, H, W) values.
+            let plane = if planes {
+                let phases: usize = used_phases(s).iter().map(Vec::len).product();
+                phases * s.b * s.to * s.ho * s.wo
+            } else {
+                s.b * s.t * s.h * s.w
+            };
             assert_eq!(x.len(), s.c * plane, "conv input size");
             let same = s.g.stride == [1, 1, 1] && [s.to, s.ho, s.wo] == [s.t, s.h, s.w];
-            if s.c < 8 || !(same || s.wo < 12) || plane > i32::MAX as usize {
+            let shifted = same || planes;
+            if !planes
+                && (s.c < MIN_INDEXED_CHANNELS || !(same || s.wo < 12) || plane > i32::MAX as usize)
+            {
                 return None;
             }
             let [kt, kh, kw] = s.g.kernel;
@@ -914,14 +1209,14 @@ mod patches {
             let per_item = chunk.nrows * s.wo;
             let panels = n.div_ceil(PANEL_WIDTH);
             let mut mask = vec![0u32; panels * taps];
-            let mut offsets = if same {
+            let mut offsets = if shifted {
                 Vec::new()
             } else {
                 vec![[0i32; 32]; panels * taps]
             };
             // Input column w of a (strided, so possibly phase-split) row.
             let col = |w: usize| {
-                if input.phased {
+                if input.layout == InputLayout::RowPhases {
                     phase_start(s.w, sw, w % sw) + w / sw
                 } else {
                     w
@@ -955,17 +1250,13 @@ mod patches {
                     }
                 }
             }
-            let source = if same {
-                let d = |k: usize, p: usize| k as isize - p as isize;
-                let mut shift = Vec::with_capacity(taps);
-                for i in 0..kt {
-                    for j in 0..kh {
-                        for l in 0..kw {
-                            let (h, w) = (s.h as isize, s.w as isize);
-                            shift.push((d(i, pt) * h + d(j, ph)) * w + d(l, pw));
-                        }
-                    }
-                }
+            let source = if shifted {
+                // A same-size stride-1 input is one phase plane: the output's layout.
+                let out_plane = s.b * s.to * s.ho * s.wo;
+                let shift = plane_shifts(s)
+                    .into_iter()
+                    .map(|(phase, d)| (phase * out_plane) as isize + d)
+                    .collect();
                 Source::Shift {
                     col0: chunk.col_start(s),
                     shift,
@@ -1029,6 +1320,64 @@ mod patches {
                 if t == self.taps {
                     t = 0;
                     ch += 1;
+                }
+            }
+        }
+    }
+
+    impl IndexedPanels<'_> {
+        /// Adds patch rows of channels `chans` (`dcols`, `n` columns each) back where
+        /// [`IndexedPanels::pack_avx512`] reads them, in `dst`, a buffer laid out as the input
+        /// (the adjoint of packing). Each row is one masked add per panel; rows go in patch-row
+        /// order, the order of the copied-run scatter, so the sums round the same.
+        ///
+        /// # Safety
+        /// AVX-512F must be present; `dst` must be valid for reads and writes of `x.len()`
+        /// values, with no other thread touching the blocks of channels `chans`. The source
+        /// must be shifted loads, and `dcols` hold `chans.len() * taps * n` values.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn scatter_avx512(
+            &self,
+            dcols: &[f32],
+            n: usize,
+            chans: std::ops::Range<usize>,
+            dst: *mut f32,
+        ) {
+            use std::arch::x86_64::*;
+            let Source::Shift { col0, shift } = &self.source else {
+                panic!("scatters go through shifted loads only");
+            };
+            assert!(dcols.len() >= chans.len() * self.taps * n);
+            let panels = n.div_ceil(PANEL_WIDTH);
+            for (ci, ch) in chans.enumerate() {
+                assert!(ch * self.plane < self.x.len(), "patch row beyond the input");
+                let base = dst.wrapping_add(ch * self.plane);
+                for t in 0..self.taps {
+                    let row = dcols[(ci * self.taps + t) * n..].as_ptr();
+                    for q in 0..panels {
+                        let m = self.mask[q * self.taps + t];
+                        let (m0, m1) = (m as u16, (m >> 16) as u16);
+                        // SAFETY: a set lane is a column < n of this row (the table sets no
+                        // others) and names the input position the forward reads, inside
+                        // channel ch's block of `dst` (see `pack_avx512`); masked-off lanes are
+                        // neither read nor written.
+                        unsafe {
+                            let g = row.add(q * PANEL_WIDTH);
+                            let d =
+                                base.wrapping_offset((col0 + q * PANEL_WIDTH) as isize + shift[t]);
+                            let v0 = _mm512_add_ps(
+                                _mm512_maskz_loadu_ps(m0, d),
+                                _mm512_maskz_loadu_ps(m0, g),
+                            );
+                            _mm512_mask_storeu_ps(d, m0, v0);
+                            let v1 = _mm512_add_ps(
+                                _mm512_maskz_loadu_ps(m1, d.wrapping_add(16)),
+                                _mm512_maskz_loadu_ps(m1, g.wrapping_add(16)),
+                            );
+                            _mm512_mask_storeu_ps(d.wrapping_add(16), m1, v1);
+                        }
+                    }
                 }
             }
         }
@@ -1214,6 +1563,152 @@ mod patches {
         unsafe { sgemm_packed_b(m, nk, n, dy.as_ptr(), ld, 1, &panels, dw, k, accumulate) }
     }
 
+    /// See [`super::ConvElem::gather_strided`]; stride 2 (every strided layer of the encoders)
+    /// as vector permutes, where the plain loop moved one value at a time.
+    pub(super) fn gather_strided(src: &[f32], step: usize, dst: &mut [MaybeUninit<f32>]) {
+        let n = dst.len();
+        assert!(
+            n == 0 || (n - 1) * step < src.len(),
+            "strided copy out of bounds"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if step == 2 && super::super::sgemm::has_fast_path() {
+            // SAFETY: AVX-512F was detected; the bounds are asserted above.
+            unsafe { gather2_avx512(src, dst) };
+            return;
+        }
+        super::strided_row(src, step, dst)
+    }
+
+    /// See [`super::ConvElem::spread_strided`]; stride 2 as expanding loads and masked stores.
+    pub(super) fn spread_strided(src: &[f32], step: usize, dst: &mut [MaybeUninit<f32>]) {
+        let n = src.len();
+        assert!(
+            n == 0 || (n - 1) * step < dst.len(),
+            "strided copy out of bounds"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if step == 2 && super::super::sgemm::has_fast_path() {
+            // SAFETY: AVX-512F was detected; the bounds are asserted above.
+            unsafe { spread2_avx512(src, dst) };
+            return;
+        }
+        super::scatter_row_strided(src, step, dst)
+    }
+
+    /// The low `n` (<= 16) lanes.
+    #[cfg(target_arch = "x86_64")]
+    fn low_lanes(n: usize) -> u16 {
+        if n >= 16 {
+            u16::MAX
+        } else {
+            ((1u32 << n) - 1) as u16
+        }
+    }
+
+    /// dst[i] = src[2 i].
+    ///
+    /// # Safety
+    /// AVX-512F must be present, and `src` hold at least 2 `dst.len()` - 1 values.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn gather2_avx512(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
+        use std::arch::x86_64::*;
+        let n = dst.len();
+        let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        let mut i = 0;
+        while i < n {
+            let rem = (n - i).min(16);
+            // Source values 2i ..= 2i + 2 (rem - 1), all inside `src`.
+            let need = 2 * rem - 1;
+            // SAFETY: the loads read only lanes below `need` from 2i on (in bounds by the
+            // contract); the store writes `rem` values from i, inside `dst`.
+            unsafe {
+                let p = src.as_ptr().add(2 * i);
+                let a = _mm512_maskz_loadu_ps(low_lanes(need), p);
+                let b = _mm512_maskz_loadu_ps(low_lanes(need.saturating_sub(16)), p.add(16));
+                let v = _mm512_permutex2var_ps(a, even, b);
+                _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i).cast(), low_lanes(rem), v);
+            }
+            i += 16;
+        }
+    }
+
+    /// dst[2 i] = src[i]; the odd slots are not touched.
+    ///
+    /// # Safety
+    /// AVX-512F must be present, and `dst` hold at least 2 `src.len()` - 1 values.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn spread2_avx512(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
+        use std::arch::x86_64::*;
+        let n = src.len();
+        let mut i = 0;
+        while i < n {
+            let rem = (n - i).min(8);
+            // Even lanes 0, 2, .., 2 (rem - 1).
+            let m = 0x5555 & low_lanes(2 * rem - 1);
+            // SAFETY: the expanding load reads `rem` values from i (inside `src`); the store
+            // writes slots 2i + 2k for k < rem, inside `dst` by the contract.
+            unsafe {
+                let v = _mm512_maskz_expandloadu_ps(m, src.as_ptr().add(i));
+                _mm512_mask_storeu_ps(dst.as_mut_ptr().add(2 * i).cast(), m, v);
+            }
+            i += 8;
+        }
+    }
+
+    /// See [`super::ConvElem::scatter_planes`].
+    ///
+    /// # Safety
+    /// As there.
+    pub(super) unsafe fn scatter_planes(
+        dcols: &[f32],
+        planes: PatchInput<'_, f32>,
+        s: &Sizes,
+        chunk: &Chunk,
+        dxp: *mut f32,
+        parallel: bool,
+    ) -> bool {
+        if !super::super::sgemm::has_fast_path() {
+            return false;
+        }
+        assert_eq!(
+            planes.layout,
+            InputLayout::Planes,
+            "a scatter into phase planes"
+        );
+        let table = IndexedPanels::new(planes, s, chunk).expect("phase planes have a table");
+        let n = chunk.ncols(s);
+        let rows_per_channel = table.taps * n;
+        assert!(
+            dcols.len() >= s.c * rows_per_channel,
+            "patch gradients out of bounds"
+        );
+        let dxp = super::SharedMut(dxp);
+        let run = |chans: std::ops::Range<usize>, rows: &[f32]| {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX-512F was detected; `dxp` holds the planes `table` was built for (the
+            // caller's contract), and each call adds only into its own channels' blocks.
+            unsafe {
+                table.scatter_avx512(rows, n, chans, dxp.get())
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (rows, chans, dxp, &table);
+        };
+        if !parallel || rows_per_channel == 0 {
+            run(0..s.c, dcols);
+            return true;
+        }
+        use rayon::prelude::*;
+        let per = super::channels_per_group(s);
+        dcols[..s.c * rows_per_channel]
+            .par_chunks(per * rows_per_channel)
+            .enumerate()
+            .for_each(|(g, rows)| run(g * per..((g + 1) * per).min(s.c), rows));
+        true
+    }
+
     /// A source of forward patch panels that [`Transposed`] builds its blocks from.
     trait PanelSource: Sync {
         /// Prefetches what rows `pc..pc + kc` of panel `j` read.
@@ -1303,7 +1798,7 @@ mod patches {
 
     #[cfg(test)]
     mod tests {
-        use super::super::{phase_split, CmGeometry};
+        use super::super::{patch_copy, phase_split, CmGeometry};
         use super::*;
 
         /// Every panel row from the table (shifted loads or gathers) holds the bits copying
@@ -1324,15 +1819,20 @@ mod patches {
                 ([1, 3, 3], [1, 1, 1], [0, 1, 1], [9, 3, 1, 8, 5], SHIFT),
                 ([3, 1, 1], [1, 1, 1], [1, 0, 0], [8, 2, 4, 3, 7], SHIFT),
                 ([3, 3, 3], [1, 1, 1], [1, 1, 1], [8, 2, 3, 6, 5], SHIFT),
-                ([1, 3, 3], [1, 2, 2], [0, 1, 1], [10, 3, 1, 16, 10], GATHER),
+                // Strided, read from phase planes: shifted loads whatever the row length.
+                ([1, 3, 3], [1, 2, 2], [0, 1, 1], [10, 3, 1, 16, 10], SHIFT),
+                ([1, 1, 1], [2, 2, 2], [0, 0, 0], [12, 2, 4, 7, 7], SHIFT),
+                ([1, 3, 3], [1, 3, 3], [0, 1, 1], [8, 2, 1, 17, 20], SHIFT),
+                ([3, 7, 7], [1, 2, 2], [1, 3, 3], [8, 2, 3, 13, 30], SHIFT),
+                ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 1, 30, 30], SHIFT),
+                // Strided without planes (a stride along T or H only, or an output axis
+                // shorter than ceil(input / stride)): rows of 11 columns gather; 12 and more,
+                // and few channels, copy runs.
                 ([3, 1, 1], [2, 1, 1], [1, 0, 0], [8, 2, 5, 4, 4], GATHER),
-                ([1, 1, 1], [2, 2, 2], [0, 0, 0], [12, 2, 4, 7, 7], GATHER),
-                ([1, 3, 3], [1, 3, 3], [0, 1, 1], [8, 2, 1, 17, 20], GATHER),
-                // Strided rows of 11 columns gather; 12 and more, and few channels, keep the
-                // copied runs.
-                ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 1, 6, 21], GATHER),
-                ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 1, 6, 23], COPY),
-                ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 1, 30, 30], COPY),
+                ([3, 1, 1], [2, 1, 1], [1, 0, 0], [8, 2, 5, 4, 14], COPY),
+                ([1, 2, 2], [1, 2, 2], [0, 0, 0], [8, 1, 1, 6, 23], GATHER),
+                ([1, 2, 2], [1, 2, 2], [0, 0, 0], [8, 1, 1, 6, 25], COPY),
+                ([1, 3, 3], [1, 2, 2], [0, 1, 1], [4, 2, 1, 9, 30], COPY),
                 ([1, 3, 3], [1, 1, 1], [0, 1, 1], [4, 2, 1, 8, 5], COPY),
                 // Stride 1 without padding: not same-size, so short rows gather and long
                 // rows copy.
@@ -1348,8 +1848,12 @@ mod patches {
                 let s = Sizes::new(dims, 7, g).expect("valid case");
                 let len: usize = dims.iter().product();
                 let x: Vec<f32> = (0..len).map(|i| i as f32 + 1.0).collect();
-                let phased = phase_split(&x, &s);
-                let input = PatchInput::of(&x, phased.as_deref());
+                // The table reads what the convolution packs from; the runs it is checked
+                // against read the row-phase split (or the plain input).
+                let copy = patch_copy(&x, &s);
+                let input = PatchInput::of(&x, copy.as_ref());
+                let rows = phase_split(&x, &s).map(|v| (v, InputLayout::RowPhases));
+                let runs_input = PatchInput::of(&x, rows.as_ref());
                 let mut chunks: Vec<Chunk> = s.tasks().into_iter().flatten().collect();
                 chunks.push(Chunk::all(&s));
                 // A chunk of rows starting mid-item, in the last item.
@@ -1372,7 +1876,7 @@ mod patches {
                         "{g:?} {dims:?}: source"
                     );
                     let Some(table) = table else { continue };
-                    let runs = Panels::new(input, &s, chunk);
+                    let runs = Panels::new(runs_input, &s, chunk);
                     let n = chunk.ncols(&s);
                     let mut a = vec![f32::NAN; k * PANEL_WIDTH];
                     let mut b = vec![-1.0f32; k * PANEL_WIDTH];
@@ -1669,9 +2173,9 @@ fn forward_with<T: ConvElem>(x: &[T], w: &[T], s: &Sizes, implicit: bool) -> Vec
         && chunks
             .first()
             .is_some_and(|c| T::gemm_patches(0, (w, k), PatchInput::plain(x), s, c, out.get(), p));
-    // A strided convolution packs from its input split into stride phases (contiguous runs).
-    let phased = if implicit { phase_split(x, s) } else { None };
-    let input = PatchInput::of(x, phased.as_deref());
+    // A strided convolution packs from its input split into stride phases (see `patch_copy`).
+    let copy = if implicit { patch_copy(x, s) } else { None };
+    let input = PatchInput::of(x, copy.as_ref());
     // Small maps (a few chunks of whole items, run one after another with the weight rows
     // split across threads): without a patch matrix to keep small, one chunk of all columns
     // streams the weight once instead of once per chunk.
@@ -1826,9 +2330,6 @@ fn backward_scatter<T: ConvElem>(
 ) -> (Vec<T>, Vec<T>) {
     let (k, p) = (s.k(), s.cols());
     let tasks = s.tasks();
-    let mut dx = par_zeros(if need_dx { x.len() } else { 0 });
-    let dx_ptr = SharedMut(dx.as_mut_ptr());
-    let dx_len = dx.len();
     let split = few(tasks.len());
     // Patches packed straight from x into the weight-gradient GEMM where the element type and
     // CPU allow it (f32, AVX-512), else gathered into a patch matrix first.
@@ -1845,8 +2346,16 @@ fn backward_scatter<T: ConvElem>(
         )
     };
     let implicit = implicit && tasks.first().and_then(|t| t.first()).is_some_and(probe);
-    let phased = if implicit { phase_split(x, s) } else { None };
-    let input = PatchInput::of(x, phased.as_deref());
+    let copy = if implicit { patch_copy(x, s) } else { None };
+    let input = PatchInput::of(x, copy.as_ref());
+    // With phase planes, the patch gradients go back into planes of the same layout (each
+    // row one masked add per panel, not per output row), rearranged into dx at the end.
+    let planes = need_dx && input.layout == InputLayout::Planes;
+    let mut dxp = par_zeros(if planes { input.data.len() } else { 0 });
+    let dxp_ptr = SharedMut(dxp.as_mut_ptr());
+    let mut dx = par_zeros(if need_dx && !planes { x.len() } else { 0 });
+    let dx_ptr = SharedMut(dx.as_mut_ptr());
+    let dx_len = dx.len();
     // Small maps (a few whole-item chunks): one GEMM over all columns, its weight-gradient
     // columns split across threads, streams dY and builds each patch panel once, where a GEMM
     // per chunk would re-read the whole dW per chunk.
@@ -1910,7 +2419,16 @@ fn backward_scatter<T: ConvElem>(
                 } else {
                     T::gemm(k, n, s.o, (w, 1, k), (g, p, 1), dcp.get(), n, false);
                 }
-                c.scatter(&dcols[..k * n], s, (dx_ptr, dx_len), split);
+                if planes {
+                    // SAFETY: `dxp` holds the planes of `input`; the chunks running at once
+                    // (one task per thread) read disjoint input positions (see `Sizes::tasks`).
+                    let done = unsafe {
+                        T::scatter_planes(&dcols[..k * n], input, s, c, dxp_ptr.get(), split)
+                    };
+                    assert!(done, "conv backward: the phase-plane scatter vanished");
+                } else {
+                    c.scatter(&dcols[..k * n], s, (dx_ptr, dx_len), split);
+                }
             }
         }
     };
@@ -1944,6 +2462,9 @@ fn backward_scatter<T: ConvElem>(
         }
         dw
     };
+    if planes {
+        dx = from_phase_planes(&dxp, s);
+    }
     (dx, dw)
 }
 
@@ -2158,6 +2679,11 @@ mod tests {
             // input: an odd width (uneven phases) and a stride of 3.
             ([1, 3, 3], [1, 2, 2], [0, 1, 1], [4, 2, 3, 64, 63], 20),
             ([1, 3, 3], [1, 3, 3], [0, 1, 1], [3, 4, 2, 50, 47], 10),
+            // The same from phase planes (8 channels or more), whose input gradient is added
+            // into planes and rearranged: bit-identical to the scatter of copied runs.
+            ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 2, 3, 64, 63], 20),
+            ([1, 3, 3], [1, 3, 3], [0, 1, 1], [9, 2, 2, 50, 47], 10),
+            ([1, 1, 1], [2, 2, 2], [0, 0, 0], [16, 2, 5, 9, 11], 12),
         ];
         if !crate::layers::sgemm::has_fast_path() {
             eprintln!("no AVX-512: the implicit paths do not exist here, nothing to compare");
@@ -2284,6 +2810,120 @@ mod tests {
 
     /// The twin convolution's forward pass is the input gradient: the same values as W^T dY
     /// scattered back, in f64 and (to rounding) in f32 on the implicit path.
+    /// Every plane position holds the input value its phase names (zero past the input's
+    /// end), every tap's shift lands on the value the definition reads, and the input gradient
+    /// comes back from the planes at every position some tap reads (zero elsewhere).
+    #[test]
+    fn phase_planes_hold_each_phase_in_the_output_layout() {
+        // (kernel, stride, pad, input (C, B, T, H, W))
+        let cases = [
+            ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 2, 1, 7, 9]),
+            ([3, 3, 3], [1, 2, 2], [1, 1, 1], [8, 1, 3, 6, 5]),
+            ([1, 3, 3], [1, 3, 3], [0, 1, 1], [8, 1, 2, 8, 7]),
+            ([1, 1, 1], [2, 2, 2], [0, 0, 0], [8, 2, 3, 5, 4]),
+            ([1, 7, 7], [1, 2, 2], [0, 3, 3], [8, 1, 1, 9, 12]),
+        ];
+        for (kernel, stride, pad, dims) in cases {
+            let g = CmGeometry {
+                kernel,
+                stride,
+                pad,
+            };
+            let s = Sizes::new(dims, 3, g).expect("valid case");
+            assert!(planes_apply(&s), "{g:?} {dims:?}: planes apply");
+            let [c, b, t, h, w] = dims;
+            let x: Vec<f32> = (0..c * b * t * h * w).map(|i| i as f32 + 1.0).collect();
+            let planes = phase_planes(&x, &s);
+            let used = used_phases(&s);
+            let phases: usize = used.iter().map(Vec::len).product();
+            let plane = b * s.to * s.ho * s.wo;
+            assert_eq!(planes.len(), c * phases * plane);
+            let at = |ch: usize, bi: usize, ti: usize, hi: usize, wi: usize| {
+                x[(((ch * b + bi) * t + ti) * h + hi) * w + wi]
+            };
+            // Each tap's shifted read, at every output position where the tap is inside.
+            for (tap, (phase, shift)) in plane_shifts(&s).into_iter().enumerate() {
+                let (i, j, l) = (
+                    tap / (kernel[1] * kernel[2]),
+                    tap / kernel[2] % kernel[1],
+                    tap % kernel[2],
+                );
+                for ch in 0..c {
+                    for col in 0..plane {
+                        let (wo, r) = (col % s.wo, col / s.wo);
+                        let (ho, r) = (r % s.ho, r / s.ho);
+                        let (to, bi) = (r % s.to, r / s.to);
+                        let inside = |o: usize, st: usize, k: usize, p: usize, n: usize| {
+                            (o * st + k).checked_sub(p).filter(|&v| v < n)
+                        };
+                        let (Some(ti), Some(hi), Some(wi)) = (
+                            inside(to, stride[0], i, pad[0], t),
+                            inside(ho, stride[1], j, pad[1], h),
+                            inside(wo, stride[2], l, pad[2], w),
+                        ) else {
+                            continue;
+                        };
+                        let p = (ch * phases + phase) * plane;
+                        let got = planes[(p as isize + col as isize + shift) as usize];
+                        assert_eq!(got, at(ch, bi, ti, hi, wi), "{g:?} {dims:?} tap {tap}");
+                    }
+                }
+            }
+            // Back from the planes: the input where some tap reads, zero elsewhere.
+            let back = from_phase_planes(&planes, &s);
+            let read = |d: usize, v: usize| {
+                (0..kernel[d]).any(|k| {
+                    (v + pad[d]).checked_sub(k).is_some_and(|u| {
+                        u % stride[d] == 0 && u / stride[d] < [s.to, s.ho, s.wo][d]
+                    })
+                })
+            };
+            for (idx, (&got, &want)) in back.iter().zip(&x).enumerate() {
+                let (wi, r) = (idx % w, idx / w);
+                let (hi, r) = (r % h, r / h);
+                let ti = r % t;
+                let want = if read(0, ti) && read(1, hi) && read(2, wi) {
+                    want
+                } else {
+                    0.0
+                };
+                assert_eq!(
+                    got, want,
+                    "{g:?} {dims:?}: position {idx} back from the planes"
+                );
+            }
+        }
+    }
+
+    /// The vector stride-2 row copies (phase planes and back) move the values the plain loops
+    /// do, for every length around the vector widths.
+    #[test]
+    fn strided_row_copies_match_the_plain_loops() {
+        use std::mem::MaybeUninit;
+        // Every slot starts initialised (to -1), so reading them all back is sound.
+        let values = |v: Vec<MaybeUninit<f32>>| -> Vec<f32> {
+            // SAFETY: see above.
+            v.into_iter().map(|x| unsafe { x.assume_init() }).collect()
+        };
+        for step in [1, 2, 3] {
+            for n in 0..50usize {
+                let src: Vec<f32> = (0..(n * step).max(1)).map(|i| i as f32 + 0.5).collect();
+                let mut a = vec![MaybeUninit::new(-1.0f32); n];
+                let mut b = vec![MaybeUninit::new(-1.0f32); n];
+                f32::gather_strided(&src, step, &mut a);
+                strided_row(&src, step, &mut b);
+                assert_eq!(values(a), values(b), "gather, step {step}, {n} values");
+                let vals: Vec<f32> = (0..n).map(|i| i as f32 * 3.0 + 1.0).collect();
+                let len = if n == 0 { 0 } else { (n - 1) * step + 1 } + 3;
+                let mut a = vec![MaybeUninit::new(-1.0f32); len];
+                let mut b = vec![MaybeUninit::new(-1.0f32); len];
+                f32::spread_strided(&vals, step, &mut a);
+                scatter_row_strided(&vals, step, &mut b);
+                assert_eq!(values(a), values(b), "spread, step {step}, {n} values");
+            }
+        }
+    }
+
     #[test]
     fn phase_split_rows_hold_each_stride_phase_in_order() {
         let g = CmGeometry {
