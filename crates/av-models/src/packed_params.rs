@@ -1,41 +1,41 @@
 //! Parameter gradients of the fused blocks without candle's per-edge bookkeeping.
 //!
-//! A fused block (see `layers::fused_chain`) takes all its parameters as one flat tensor, the
-//! concatenation of its named variables. candle's backward pass allocates a zero tensor and
-//! adds into it for every graph edge, so each parameter's gradient crosses three of them
-//! (op -> concatenation -> reshape -> variable), three zero-fills and three adds over every
-//! weight of the network per step: a quarter of the audio encoder's backward pass.
+//! A fused block (see `layers::fused_chain`) needs all its parameters in one op, and candle ops
+//! take at most three tensors. Outside a scope they are one flat tensor, candle's concatenation
+//! of the named variables. candle's backward pass allocates a zero tensor and adds into it for
+//! every graph edge, so each parameter's gradient then crosses three of them (op ->
+//! concatenation -> reshape -> variable), three zero-fills and three adds over every weight of
+//! the network per step: a quarter of the audio encoder's backward pass.
 //!
-//! Inside a [`PackedParams`] scope each block's concatenation is instead a fresh variable
-//! whose gradient the block's op hands straight to the scope (no edge at all), and
-//! [`PackedParams::backward`] gives every named variable a view of it. The gradients are the
-//! same values (`0 + g` is `g`); the scope exists because a plain `loss.backward()` would
-//! leave the named variables without gradients.
+//! Inside a [`PackedParams`] scope a block instead reads its named variables in place and takes
+//! a one-value token variable as the op's input (so its node stays on the gradient path); its
+//! op hands one gradient per named variable straight to the scope (no edge, no copy), and
+//! [`PackedParams::backward`] files them under the variables. The gradients are the same
+//! values (`0 + g` is `g`); the scope exists because a plain `loss.backward()` would leave the
+//! named variables without gradients.
 
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Result, Storage, Tensor, Var};
+use candle_core::{DType, Result, Tensor, Var};
 
-use crate::layers::bn_fused::slice;
-use crate::layers::par_vec::par_concat;
-
-/// Where a fused block inside a scope leaves its flat parameter gradient. The block's op
-/// hands it over here instead of returning it to candle, whose backward pass would zero-fill
-/// a buffer of the same size and add the gradient into it before anyone could read it.
-pub(crate) type GradSlot = Arc<Mutex<Option<Tensor>>>;
+/// Where a fused block inside a scope leaves its parameter gradients, one per named variable
+/// in order. The block's op hands them over here instead of returning them to candle, whose
+/// backward pass would zero-fill a buffer of the same size and add the gradient into it
+/// before anyone could read it.
+pub(crate) type GradSlot = Arc<Mutex<Option<Vec<Tensor>>>>;
 
 /// Empties a slot, returning what it held.
-fn take(slot: &GradSlot) -> Option<Tensor> {
+fn take(slot: &GradSlot) -> Option<Vec<Tensor>> {
     slot.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
-/// One packed block: its flat gradient's slot and where each named variable sits in it.
+/// One packed block: its gradients' slot and its named variables, in the same order.
 struct Pack {
     grad: GradSlot,
-    members: Vec<(Tensor, usize)>,
+    members: Vec<Tensor>,
 }
 
 thread_local! {
@@ -64,6 +64,9 @@ thread_local! {
 /// assert_eq!(grads.get(w).map(|g| g.dims().to_vec()), Some(w.dims().to_vec()));
 /// # Ok::<(), candle_core::Error>(())
 /// ```
+///
+/// The blocks read the variables in place, in the forward pass and again in the backward
+/// pass: change them only after [`PackedParams::backward`] (as an optimiser step does).
 ///
 /// The scope is per thread (forward passes on other threads are not packed) and ends when the
 /// value is dropped; a scope started inside another one leaves the outer scope in charge. The
@@ -105,16 +108,13 @@ impl PackedParams {
         PACKS.with(|p| -> Result<()> {
             for pack in p.borrow().iter() {
                 // Empty when the block was not on the loss's path.
-                let Some(g) = take(&pack.grad) else {
+                let Some(gs) = take(&pack.grad) else {
                     continue;
                 };
-                for (member, off) in &pack.members {
-                    let view = g
-                        .narrow(0, *off, member.elem_count())?
-                        .reshape(member.shape())?;
+                for (member, g) in pack.members.iter().zip(gs) {
                     let sum = match grads.get(member) {
-                        Some(prev) => (prev + &view)?,
-                        None => view,
+                        Some(prev) => (prev + &g)?,
+                        None => g,
                     };
                     grads.insert(member, sum);
                 }
@@ -134,62 +134,52 @@ impl Drop for PackedParams {
     }
 }
 
-/// The 1-D concatenation of `parts` (each flattened) that a fused block takes. Inside a scope,
-/// when every part is a variable of the same float type on the CPU, it is a new variable (so
-/// the block's node stays on the gradient path) recorded for [`PackedParams::backward`], with
-/// the slot the block must leave its parameter gradient in. Otherwise it is candle's `cat`,
-/// whose backward reaches the parts itself, and no slot.
-pub(crate) fn concat(parts: &[Tensor]) -> Result<(Tensor, Option<GradSlot>)> {
-    let packable = ACTIVE.with(|a| a.get())
+/// The parameters a fused block takes: `parts`, its named variables in order.
+pub(crate) enum BlockParams {
+    /// The 1-D concatenation of the parts (each flattened), candle's `cat`, whose backward
+    /// reaches the parts itself.
+    Flat(Tensor),
+    /// Inside a scope, when every part is a contiguous variable of the same float type on the
+    /// CPU: the block reads the parts in place, takes `token` (a fresh one-value variable of
+    /// their type) as its op's input, and leaves one gradient per part in `slot`, recorded
+    /// for [`PackedParams::backward`].
+    InPlace {
+        parts: Vec<Tensor>,
+        token: Tensor,
+        slot: GradSlot,
+    },
+}
+
+/// The [`BlockParams`] of a block whose named variables are `parts`.
+pub(crate) fn block_params(parts: &[Tensor]) -> Result<BlockParams> {
+    let in_place = ACTIVE.with(|a| a.get())
         && parts.first().is_some_and(|p| {
             matches!(p.dtype(), DType::F32 | DType::F64)
-                && parts
-                    .iter()
-                    .all(|t| t.is_variable() && t.dtype() == p.dtype() && t.device().is_cpu())
+                && parts.iter().all(|t| {
+                    t.is_variable()
+                        && t.is_contiguous()
+                        && t.dtype() == p.dtype()
+                        && t.device().is_cpu()
+                })
         });
-    if !packable {
+    if !in_place {
         let flat = parts
             .iter()
             .map(|t| t.flatten_all())
             .collect::<Result<Vec<_>>>()?;
-        return Ok((Tensor::cat(&flat, 0)?, None));
+        return Ok(BlockParams::Flat(Tensor::cat(&flat, 0)?));
     }
-    let flat = match parts[0].dtype() {
-        DType::F64 => gather::<f64>(parts)?,
-        _ => gather::<f32>(parts)?,
-    };
-    let mut members = Vec::with_capacity(parts.len());
-    let mut off = 0;
-    for p in parts {
-        members.push((p.clone(), off));
-        off += p.elem_count();
-    }
-    let grad = GradSlot::default();
+    let token = Var::zeros(1, parts[0].dtype(), parts[0].device())?.into_inner();
+    let slot = GradSlot::default();
     PACKS.with(|k| {
         k.borrow_mut().push(Pack {
-            grad: grad.clone(),
-            members,
+            grad: slot.clone(),
+            members: parts.to_vec(),
         })
     });
-    Ok((flat, Some(grad)))
-}
-
-/// Copies the parts' values, in order, into one new 1-D variable (on the rayon pool: the
-/// video encoder's deep blocks hold millions of values).
-fn gather<T: candle_core::WithDType>(parts: &[Tensor]) -> Result<Tensor> {
-    let parts = parts
-        .iter()
-        .map(|p| p.contiguous())
-        .collect::<Result<Vec<_>>>()?;
-    let guards: Vec<_> = parts.iter().map(|p| p.storage_and_layout()).collect();
-    let mut slices: Vec<&[T]> = Vec::with_capacity(parts.len());
-    for (storage, layout) in &guards {
-        let Storage::Cpu(cpu) = &**storage else {
-            candle_core::bail!("packed parameters: CPU tensors only");
-        };
-        slices.push(slice::<T>(cpu, layout, "packed parameters")?);
-    }
-    let data = par_concat(&slices);
-    let n = data.len();
-    Ok(Var::from_vec(data, n, &candle_core::Device::Cpu)?.into_inner())
+    Ok(BlockParams::InPlace {
+        parts: parts.to_vec(),
+        token,
+        slot,
+    })
 }

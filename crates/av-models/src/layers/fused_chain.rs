@@ -22,7 +22,7 @@ use super::bn_fused::slice;
 use super::conv_cm::{self, CmGeometry, ConvElem, Sizes};
 use super::par_vec::{par_concat, par_init, par_init_map};
 use super::simd::dispatch;
-use crate::packed_params::GradSlot;
+use crate::packed_params::{BlockParams, GradSlot};
 
 /// Name of the op in errors.
 const OP: &str = "fused block";
@@ -110,9 +110,9 @@ pub(crate) struct FusedChain {
     saved: Mutex<Option<SavedAny>>,
     /// Per unit batch (mean, biased var), written by a training forward pass.
     stats: BatchStats,
-    /// Inside a `PackedParams` scope: where the parameter gradient goes instead of back to
-    /// candle.
-    param_grad: Option<GradSlot>,
+    /// Inside a `PackedParams` scope: the named parameter variables, read in place (the op's
+    /// second input is then a token), and where their gradients go instead of back to candle.
+    in_place: Option<(Vec<Tensor>, GradSlot)>,
 }
 
 impl FusedChain {
@@ -132,17 +132,58 @@ impl FusedChain {
     }
 }
 
-/// Offsets of each unit's (weight, gamma, beta) and of the residual weight in the flat params.
-fn param_offsets(units: &[UnitSpec], sizes: &[Sizes]) -> (Vec<[usize; 3]>, usize) {
-    let mut off = 0;
-    let mut out = Vec::with_capacity(units.len());
-    for (u, s) in units.iter().zip(sizes) {
-        let w = off;
-        off += s.weight_len();
-        out.push([w, off, off + u.out_c]);
-        off += 2 * u.out_c;
+/// The block's parameters as one slice per named tensor, checked against the layer sizes:
+/// (weight, gamma, beta) per unit, then the shortcut's weight (`Parts`, as read in place), or
+/// the same cut from their flat concatenation (`Flat`).
+enum ParamSrc<'a, T> {
+    Flat(&'a [T]),
+    Parts(Vec<&'a [T]>),
+}
+
+impl<'a, T> ParamSrc<'a, T> {
+    /// Slice i is part i (see above), or an error naming the size that does not match.
+    fn split(
+        self,
+        units: &[UnitSpec],
+        sizes: &[Sizes],
+        res: Option<&Sizes>,
+    ) -> Result<Vec<&'a [T]>> {
+        let mut lens = Vec::with_capacity(3 * units.len() + 1);
+        for (u, s) in units.iter().zip(sizes) {
+            lens.extend([s.weight_len(), u.out_c, u.out_c]);
+        }
+        if let Some(rs) = res {
+            lens.push(rs.weight_len());
+        }
+        let total: usize = lens.iter().sum();
+        match self {
+            ParamSrc::Flat(mut p) => {
+                if p.len() != total {
+                    return Err(candle_core::Error::Msg(format!(
+                        "fused block: {} parameters given, {total} expected",
+                        p.len()
+                    )));
+                }
+                Ok(lens
+                    .iter()
+                    .map(|&n| {
+                        let (a, b) = p.split_at(n);
+                        p = b;
+                        a
+                    })
+                    .collect())
+            }
+            ParamSrc::Parts(parts) => {
+                let got: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+                if got != lens {
+                    return Err(candle_core::Error::Msg(format!(
+                        "fused block: parameter sizes {got:?}, expected {lens:?}"
+                    )));
+                }
+                Ok(parts)
+            }
+        }
     }
-    (out, off)
 }
 
 /// Per-channel mean and biased variance of a channel-major (C, L) buffer, in f64.
@@ -230,7 +271,12 @@ fn bn_act_backward<T: ChainElem>(
 }
 
 impl FusedChain {
-    fn forward<T: ChainElem>(&self, x: &[T], dims: [usize; 5], p: &[T]) -> Result<(Vec<T>, Shape)> {
+    fn forward<T: ChainElem>(
+        &self,
+        x: &[T],
+        dims: [usize; 5],
+        p: ParamSrc<'_, T>,
+    ) -> Result<(Vec<T>, Shape)> {
         let mut sizes = Vec::with_capacity(self.units.len());
         let mut d = dims;
         for u in &self.units {
@@ -238,11 +284,11 @@ impl FusedChain {
             d = s.out_dims();
             sizes.push(s);
         }
-        let (offs, res_off) = param_offsets(&self.units, &sizes);
         let res_sizes = match self.residual {
             Residual::Conv(g) => Some(Sizes::new(dims, d[0], g).ok_or_else(|| too_small(dims, g))?),
             _ => None,
         };
+        let p = p.split(&self.units, &sizes, res_sizes.as_ref())?;
         let n_units = self.units.len();
         let mut conv_out = Vec::with_capacity(n_units);
         let mut act: Vec<Vec<T>> = Vec::with_capacity(n_units);
@@ -251,8 +297,7 @@ impl FusedChain {
         let mut batch = Vec::with_capacity(n_units);
         for (i, (u, s)) in self.units.iter().zip(&sizes).enumerate() {
             let input = if i == 0 { x } else { &act[i - 1] };
-            let [w0, g0, b0] = offs[i];
-            let mut a = conv_cm::forward(input, &p[w0..g0], s);
+            let mut a = conv_cm::forward(input, p[3 * i], s);
             if i + 1 == n_units {
                 match (self.residual, res_sizes) {
                     (Residual::Identity, _) => {
@@ -276,7 +321,7 @@ impl FusedChain {
                                 s.out_dims()
                             )));
                         }
-                        let r = conv_cm::forward(x, &p[res_off..res_off + rs.weight_len()], &rs);
+                        let r = conv_cm::forward(x, p[3 * n_units], &rs);
                         a.par_iter_mut()
                             .zip(r.par_iter())
                             .for_each(|(v, r)| *v += *r);
@@ -293,7 +338,7 @@ impl FusedChain {
                 BnMode::Eval(st) => st[i].clone(),
             };
             let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-            let y = bn_act(&a, &p[g0..b0], &p[b0..b0 + u.out_c], &mean, &invstd, u.relu);
+            let y = bn_act(&a, p[3 * i + 1], p[3 * i + 2], &mean, &invstd, u.relu);
             conv_out.push(a);
             act.push(y);
             means.push(mean);
@@ -327,19 +372,19 @@ impl FusedChain {
         Ok((out, Shape::from(shape.to_vec())))
     }
 
+    /// (dx, one gradient per parameter part, in the parts' order).
     fn backward<T: ChainElem>(
         &self,
         x: &[T],
-        p: &[T],
+        p: ParamSrc<'_, T>,
         dy: &[T],
         saved: &Saved<T>,
-    ) -> (Vec<T>, Vec<T>) {
-        let (offs, res_off) = param_offsets(&self.units, &saved.sizes);
+    ) -> Result<(Vec<T>, Vec<Vec<T>>)> {
+        let p = p.split(&self.units, &saved.sizes, saved.res_sizes.as_ref())?;
         let train = matches!(self.mode, BnMode::Train);
-        // Per unit (dW, dgamma, dbeta), then the shortcut's dW: concatenated at the end in the
-        // parameters' order, without zero-filling a parameter-sized buffer first.
+        // Per unit (dW, dgamma, dbeta), then the shortcut's dW, in the parameters' order.
         let mut unit_grads: Vec<[Vec<T>; 3]> = Vec::with_capacity(self.units.len());
-        let mut res_dw: Vec<T> = Vec::new();
+        let mut res_dw: Option<Vec<T>> = None;
         // The incoming gradient is read in place; each unit's input gradient replaces it. With
         // a pool it is first routed back to the un-pooled output's maxima.
         let mut g: std::borrow::Cow<'_, [T]> = match (&saved.pool_arg, self.pool) {
@@ -353,12 +398,11 @@ impl FusedChain {
         let mut dx_res: Option<Vec<T>> = None;
         for i in (0..self.units.len()).rev() {
             let u = &self.units[i];
-            let [w0, g0, b0] = offs[i];
             let (da, dgamma, dbeta) = bn_act_backward(
                 &g,
                 &saved.conv_out[i],
-                &p[g0..b0],
-                &p[b0..b0 + u.out_c],
+                p[3 * i + 1],
+                p[3 * i + 2],
                 &saved.mean[i],
                 &saved.invstd[i],
                 u.relu,
@@ -368,17 +412,17 @@ impl FusedChain {
             if let (true, Residual::Conv(_), Some(rs)) =
                 (i + 1 == self.units.len(), self.residual, saved.res_sizes)
             {
-                let w = &p[res_off..res_off + rs.weight_len()];
+                let w = p[3 * self.units.len()];
                 let (dxr, dw) = conv_cm::backward(x, w, &da, &rs, self.need_dx);
-                res_dw = dw;
+                res_dw = Some(dw);
                 if self.need_dx {
                     dx_res = Some(dxr);
                 }
             }
             let input = if i == 0 { x } else { &saved.act[i - 1] };
             let need = i > 0 || self.need_dx;
-            let (dinput, dw) = conv_cm::backward(input, &p[w0..g0], &da, &saved.sizes[i], need);
-            debug_assert_eq!(dw.len(), g0 - w0);
+            let (dinput, dw) = conv_cm::backward(input, p[3 * i], &da, &saved.sizes[i], need);
+            debug_assert_eq!(dw.len(), p[3 * i].len());
             unit_grads.push([dw, dgamma, dbeta]);
             let identity = matches!(self.residual, Residual::Identity);
             if i + 1 == self.units.len() && identity && self.need_dx {
@@ -386,39 +430,56 @@ impl FusedChain {
             }
             g = std::borrow::Cow::Owned(dinput);
         }
-        let mut pieces: Vec<&[T]> = unit_grads.iter().rev().flatten().map(|v| &v[..]).collect();
-        pieces.push(&res_dw);
-        let dp = par_concat(&pieces);
-        assert_eq!(dp.len(), p.len(), "fused block: parameter gradient size");
+        let mut dp: Vec<Vec<T>> = unit_grads.into_iter().rev().flatten().collect();
+        dp.extend(res_dw);
         let mut g = g.into_owned();
         if let Some(r) = dx_res {
             g.par_iter_mut()
                 .zip(r.par_iter())
                 .for_each(|(v, r)| *v += *r);
         }
-        (g, dp)
+        Ok((g, dp))
     }
 }
 
 impl FusedChain {
-    /// (dx if needed, dparams) from the (x, params, grad) storages of element type T.
+    /// (dx if needed, the parameter gradients: flat like `p`, or one per part when the parts
+    /// are read in place) from the (x, params or token, grad) storages of element type T.
     fn grads<T: ChainElem>(
         &self,
         [(xc, xl), (pc, pl), (gc, gl)]: [(&CpuStorage, &Layout); 3],
         saved: &Saved<T>,
         x: &Tensor,
         p: &Tensor,
-    ) -> Result<(Option<Tensor>, Tensor)> {
-        let (dx, dp) = self.backward::<T>(
-            slice(xc, xl, OP)?,
-            slice(pc, pl, OP)?,
-            slice(gc, gl, OP)?,
-            saved,
-        );
-        Ok((
-            self.grad_tensor(dx, x)?,
-            Tensor::from_vec(dp, p.shape(), p.device())?,
-        ))
+    ) -> Result<(Option<Tensor>, ParamGrads)> {
+        let (dx, dp) = match &self.in_place {
+            Some((parts, _)) => {
+                let guards = read_parts(parts)?;
+                let src = ParamSrc::Parts(part_slices(&guards)?);
+                self.backward::<T>(slice(xc, xl, OP)?, src, slice(gc, gl, OP)?, saved)?
+            }
+            None => {
+                let src = ParamSrc::Flat(slice(pc, pl, OP)?);
+                self.backward::<T>(slice(xc, xl, OP)?, src, slice(gc, gl, OP)?, saved)?
+            }
+        };
+        let dp = match &self.in_place {
+            Some((parts, _)) => ParamGrads::Parts(
+                dp.into_iter()
+                    .zip(parts)
+                    .map(|(g, part)| Tensor::from_vec(g, part.shape(), part.device()))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            None => {
+                let pieces: Vec<&[T]> = dp.iter().map(|v| &v[..]).collect();
+                ParamGrads::Flat(Tensor::from_vec(
+                    par_concat(&pieces),
+                    p.shape(),
+                    p.device(),
+                )?)
+            }
+        };
+        Ok((self.grad_tensor(dx, x)?, dp))
     }
 
     /// The input gradient as a tensor shaped like `x`, when one was computed.
@@ -432,6 +493,36 @@ impl FusedChain {
         }
         Tensor::from_vec(dx, x.shape(), x.device()).map(Some)
     }
+}
+
+/// A block's parameter gradients: one flat tensor (back to candle), or one per named
+/// variable (to the `PackedParams` scope).
+enum ParamGrads {
+    Flat(Tensor),
+    Parts(Vec<Tensor>),
+}
+
+/// Read locks on the storages of parameters read in place, held while the op reads them.
+#[allow(clippy::type_complexity)]
+fn read_parts(
+    parts: &[Tensor],
+) -> Result<Vec<(impl std::ops::Deref<Target = Storage> + '_, &Layout)>> {
+    Ok(parts.iter().map(|t| t.storage_and_layout()).collect())
+}
+
+/// The values of parameters read in place (contiguous CPU variables of type T).
+fn part_slices<'a, T: candle_core::WithDType, G: std::ops::Deref<Target = Storage>>(
+    guards: &'a [(G, &Layout)],
+) -> Result<Vec<&'a [T]>> {
+    guards
+        .iter()
+        .map(|(storage, layout)| match &**storage {
+            Storage::Cpu(c) => slice::<T>(c, layout, OP),
+            _ => Err(candle_core::Error::Msg(
+                "fused block: CPU parameters only".into(),
+            )),
+        })
+        .collect()
 }
 
 fn too_small(d: [usize; 5], g: CmGeometry) -> candle_core::Error {
@@ -751,13 +842,27 @@ impl CustomOp2 for FusedChain {
             .dims()
             .try_into()
             .map_err(|_| candle_core::Error::Msg("fused block: input must be rank 5".into()))?;
+        // Parameters read in place hold their own locks for the pass; otherwise `s2` is
+        // their flat concatenation.
+        let guards = match &self.in_place {
+            Some((parts, _)) => read_parts(parts)?,
+            None => Vec::new(),
+        };
         match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let (y, sh) = self.forward::<f32>(slice(s1, l1, OP)?, dims, slice(s2, l2, OP)?)?;
+                let src = match &self.in_place {
+                    Some(_) => ParamSrc::Parts(part_slices(&guards)?),
+                    None => ParamSrc::Flat(slice(s2, l2, OP)?),
+                };
+                let (y, sh) = self.forward::<f32>(slice(s1, l1, OP)?, dims, src)?;
                 Ok((CpuStorage::F32(y), sh))
             }
             (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let (y, sh) = self.forward::<f64>(slice(s1, l1, OP)?, dims, slice(s2, l2, OP)?)?;
+                let src = match &self.in_place {
+                    Some(_) => ParamSrc::Parts(part_slices(&guards)?),
+                    None => ParamSrc::Flat(slice(s2, l2, OP)?),
+                };
+                let (y, sh) = self.forward::<f64>(slice(s1, l1, OP)?, dims, src)?;
                 Ok((CpuStorage::F64(y), sh))
             }
             _ => Err(candle_core::Error::UnsupportedDTypeForOp(
@@ -793,12 +898,15 @@ impl CustomOp2 for FusedChain {
             SavedAny::F32(sv) => self.grads::<f32>(st, sv, x, p)?,
             SavedAny::F64(sv) => self.grads::<f64>(st, sv, x, p)?,
         };
-        match &self.param_grad {
-            Some(slot) => {
-                *lock(slot) = Some(dp);
+        match (dp, &self.in_place) {
+            (ParamGrads::Parts(gs), Some((_, slot))) => {
+                *lock(slot) = Some(gs);
                 Ok((dx, None))
             }
-            None => Ok((dx, Some(dp))),
+            (ParamGrads::Flat(dp), _) => Ok((dx, Some(dp))),
+            (ParamGrads::Parts(_), None) => Err(candle_core::Error::Msg(
+                "fused block: per-part gradients without a scope".into(),
+            )),
         }
     }
 }
@@ -808,17 +916,24 @@ impl CustomOp2 for FusedChain {
 /// (mean, biased variance) for the caller's running statistics.
 pub(crate) fn run_chain(
     x: &Tensor,
-    (params, param_grad): (&Tensor, Option<GradSlot>),
+    params: BlockParams,
     units: Vec<UnitSpec>,
     (residual, pool): (Residual, Option<(Pool3, [usize; 3])>),
     mode: BnMode,
     eps: f64,
 ) -> Result<(Tensor, Vec<MeanVar>)> {
     let expect = FusedChain::param_len(&units, residual);
-    if params.elem_count() != expect {
+    let (input, in_place) = match params {
+        BlockParams::Flat(flat) => (flat, None),
+        BlockParams::InPlace { parts, token, slot } => (token, Some((parts, slot))),
+    };
+    let given = match &in_place {
+        Some((parts, _)) => parts.iter().map(|p| p.elem_count()).sum(),
+        None => input.elem_count(),
+    };
+    if given != expect {
         return Err(candle_core::Error::Msg(format!(
-            "fused block: {} parameters given, {expect} expected",
-            params.elem_count()
+            "fused block: {given} parameters given, {expect} expected"
         )));
     }
     let stats = Arc::new(Mutex::new(Vec::new()));
@@ -827,14 +942,14 @@ pub(crate) fn run_chain(
         residual,
         mode,
         eps,
-        keep: x.track_op() || params.track_op(),
+        keep: x.track_op() || input.track_op(),
         pool,
         need_dx: x.track_op(),
         saved: Mutex::new(None),
         stats: stats.clone(),
-        param_grad,
+        in_place,
     };
-    let y = x.contiguous()?.apply_op2(&params.contiguous()?, op)?;
+    let y = x.contiguous()?.apply_op2(&input.contiguous()?, op)?;
     let batch = std::mem::take(&mut *lock(&stats));
     Ok((y, batch))
 }
@@ -944,7 +1059,7 @@ pub(crate) fn conv_bn_pool_chain(
             Residual::Conv(c.config().into())
         }
     };
-    let (params, grad_slot) = crate::packed_params::concat(&parts)?;
+    let params = crate::packed_params::block_params(&parts)?;
     let mode = if train {
         BnMode::Train
     } else {
@@ -969,7 +1084,7 @@ pub(crate) fn conv_bn_pool_chain(
         }
         None => None,
     };
-    let (y, batch) = run_chain(x, (&params, grad_slot), specs, (residual, pool), mode, eps)?;
+    let (y, batch) = run_chain(x, params, specs, (residual, pool), mode, eps)?;
     if train {
         let dev = x.device();
         for (((_, bn, _), (mean, var)), &n) in units.iter().zip(&batch).zip(&counts) {
