@@ -2154,11 +2154,27 @@ fn few(chunks: usize) -> bool {
 
 /// y (O, B*T'*H'*W') = W (O, K) x patches.
 pub(crate) fn forward<T: ConvElem>(x: &[T], w: &[T], s: &Sizes) -> Vec<T> {
+    forward_with(x, w, s, implicit_patches()).0
+}
+
+/// The copy of a strided convolution's input its GEMMs packed patches from (see
+/// [`patch_copy`]), kept by a caller that runs the backward pass later: [`backward_from`]
+/// then packs the weight gradient's patches from it instead of copying the input again.
+pub(crate) type PatchCopy<T> = Option<(Vec<T>, InputLayout)>;
+
+/// [`forward`], also returning the input copy it packed from, if any.
+pub(crate) fn forward_keeping<T: ConvElem>(x: &[T], w: &[T], s: &Sizes) -> (Vec<T>, PatchCopy<T>) {
     forward_with(x, w, s, implicit_patches())
 }
 
-/// [`forward`], packing patches straight from `x` when `implicit` (and the path exists).
-fn forward_with<T: ConvElem>(x: &[T], w: &[T], s: &Sizes, implicit: bool) -> Vec<T> {
+/// [`forward`], packing patches straight from `x` when `implicit` (and the path exists); with
+/// the input copy it packed from.
+fn forward_with<T: ConvElem>(
+    x: &[T],
+    w: &[T],
+    s: &Sizes,
+    implicit: bool,
+) -> (Vec<T>, PatchCopy<T>) {
     let (k, p) = (s.k(), s.cols());
     // No zero-fill: the GEMMs below overwrite every element (the chunks cover all P columns
     // and each GEMM writes all O rows of its columns); the length is set once they have.
@@ -2224,7 +2240,7 @@ fn forward_with<T: ConvElem>(x: &[T], w: &[T], s: &Sizes, implicit: bool) -> Vec
     // SAFETY: all `O * P` elements were written by the GEMMs above (see the comment at the
     // allocation), and the capacity is at least that.
     unsafe { y.set_len(s.o * p) };
-    y
+    (y, copy)
 }
 
 /// (dx, dw) from the output gradient `dy` (O, P); dx is empty unless `need_dx`.
@@ -2235,6 +2251,18 @@ fn forward_with<T: ConvElem>(x: &[T], w: &[T], s: &Sizes, implicit: bool) -> Vec
 /// (col2im), whose GEMM has depth O only and whose scatter is an extra pass over K x P values.
 pub(crate) fn backward<T: ConvElem>(
     x: &[T],
+    w: &[T],
+    dy: &[T],
+    s: &Sizes,
+    need_dx: bool,
+) -> (Vec<T>, Vec<T>) {
+    backward_from(x, None, w, dy, s, need_dx)
+}
+
+/// [`backward`], with the input copy the forward pass kept ([`forward_keeping`]), if any.
+pub(crate) fn backward_from<T: ConvElem>(
+    x: &[T],
+    copy: Option<&(Vec<T>, InputLayout)>,
     w: &[T],
     dy: &[T],
     s: &Sizes,
@@ -2251,10 +2279,10 @@ pub(crate) fn backward<T: ConvElem>(
     match twin {
         Some(t) => {
             let dx = forward(dy, &flip_transpose(w, s), &t);
-            let (_, dw) = backward_scatter(x, w, dy, s, false, implicit_dw);
+            let (_, dw) = backward_scatter(x, copy, w, dy, s, false, implicit_dw);
             (dx, dw)
         }
-        None => backward_scatter(x, w, dy, s, need_dx, implicit_dw),
+        None => backward_scatter(x, copy, w, dy, s, need_dx, implicit_dw),
     }
 }
 
@@ -2322,6 +2350,7 @@ fn prefetch<T>(v: &[T]) {
 /// packed straight from `x` when `implicit` (and the path exists).
 fn backward_scatter<T: ConvElem>(
     x: &[T],
+    kept: Option<&(Vec<T>, InputLayout)>,
     w: &[T],
     dy: &[T],
     s: &Sizes,
@@ -2346,8 +2375,17 @@ fn backward_scatter<T: ConvElem>(
         )
     };
     let implicit = implicit && tasks.first().and_then(|t| t.first()).is_some_and(probe);
-    let copy = if implicit { patch_copy(x, s) } else { None };
-    let input = PatchInput::of(x, copy.as_ref());
+    // The forward pass's copy when it kept one (the same function of x), else a new one.
+    let made = match (implicit, kept) {
+        (true, None) => patch_copy(x, s),
+        _ => None,
+    };
+    let copy = if implicit {
+        kept.or(made.as_ref())
+    } else {
+        None
+    };
+    let input = PatchInput::of(x, copy);
     // With phase planes, the patch gradients go back into planes of the same layout (each
     // row one masked add per panel, not per output row), rearranged into dx at the end.
     let planes = need_dx && input.layout == InputLayout::Planes;
@@ -2703,8 +2741,9 @@ mod tests {
             let w: Vec<f32> = (0..s.weight_len())
                 .map(|i| ((i * 104_729) % 997) as f32 / 400.0 - 1.2)
                 .collect();
-            let a = forward_with(&x, &w, &s, true);
-            let b = forward_with(&x, &w, &s, false);
+            let (a, kept) = forward_with(&x, &w, &s, true);
+            let (b, none) = forward_with(&x, &w, &s, false);
+            assert!(none.is_none(), "explicit patches keep no input copy");
             let same = |u: &[f32], v: &[f32]| {
                 u.len() == v.len() && u.iter().zip(v).all(|(p, q)| p.to_bits() == q.to_bits())
             };
@@ -2731,8 +2770,14 @@ mod tests {
             let dy: Vec<f32> = (0..a.len())
                 .map(|i| ((i * 3571) % 1009) as f32 / 450.0 - 1.1)
                 .collect();
-            let (dx_a, dw_a) = backward_scatter(&x, &w, &dy, &s, true, true);
-            let (dx_b, dw_b) = backward_scatter(&x, &w, &dy, &s, true, false);
+            let (dx_a, dw_a) = backward_scatter(&x, kept.as_ref(), &w, &dy, &s, true, true);
+            let (dx_b, dw_b) = backward_scatter(&x, None, &w, &dy, &s, true, false);
+            // The forward pass's kept input copy gives what a fresh one does.
+            let (dx_c, dw_c) = backward_scatter(&x, None, &w, &dy, &s, true, true);
+            assert!(
+                same(&dx_a, &dx_c) && same(&dw_a, &dw_c),
+                "{g:?} {dims:?}: the kept input copy changed the gradients"
+            );
             if s.small_map(&s.tasks()) && s.tasks().len() > 1 {
                 // One GEMM over all columns instead of one per chunk: another summation order.
                 assert!(
@@ -3004,9 +3049,9 @@ mod tests {
                     .map(|(p, q)| (p - q).abs())
                     .fold(0.0, f64::max)
             };
-            let (dx_ref, _) = backward_scatter(&x, &w, &dy, &s, true, false);
+            let (dx_ref, _) = backward_scatter(&x, None, &w, &dy, &s, true, false);
             // The twin itself, whatever `backward` is switched to.
-            let dx = forward_with(&dy, &flip_transpose(&w, &s), &t, false);
+            let (dx, _) = forward_with(&dy, &flip_transpose(&w, &s), &t, false);
             let err = max_diff(&dx, &dx_ref);
             assert!(err < 1e-12, "{kernel:?}: input gradient differs by {err}");
             if !scatter_dx() {
@@ -3016,8 +3061,8 @@ mod tests {
             // f32, with the twin's patches packed from dy where the CPU allows it.
             let to32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
             let (x32, w32, dy32) = (to32(&x), to32(&w), to32(&dy));
-            let dx32 = forward_with(&dy32, &flip_transpose(&w32, &s), &t, true);
-            let (dx32_ref, _) = backward_scatter(&x32, &w32, &dy32, &s, true, false);
+            let (dx32, _) = forward_with(&dy32, &flip_transpose(&w32, &s), &t, true);
+            let (dx32_ref, _) = backward_scatter(&x32, None, &w32, &dy32, &s, true, false);
             let dx32: Vec<f64> = dx32.iter().map(|&a| a as f64).collect();
             let dx32_ref: Vec<f64> = dx32_ref.iter().map(|&a| a as f64).collect();
             let err = max_diff(&dx32, &dx32_ref);

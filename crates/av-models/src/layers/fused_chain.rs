@@ -19,7 +19,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, 
 use rayon::prelude::*;
 
 use super::bn_fused::slice;
-use super::conv_cm::{self, CmGeometry, ConvElem, Sizes};
+use super::conv_cm::{self, CmGeometry, ConvElem, PatchCopy, Sizes};
 use super::par_vec::{par_concat, par_init, par_init_map};
 use super::simd::dispatch;
 use crate::packed_params::{BlockParams, GradSlot};
@@ -83,6 +83,10 @@ struct Saved<T> {
     /// Conv sizes per unit, then the residual conv's.
     sizes: Vec<Sizes>,
     res_sizes: Option<Sizes>,
+    /// Per unit, then for the residual conv: the input copy a strided convolution packed its
+    /// patches from, which its weight gradient packs from again.
+    copies: Vec<PatchCopy<T>>,
+    res_copy: PatchCopy<T>,
     /// With a trailing max pool: each pooled value's argmax (the un-pooled output itself is
     /// not kept: the backward pass reads only the conv outputs).
     pool_arg: Option<Vec<u32>>,
@@ -294,10 +298,13 @@ impl FusedChain {
         let mut act: Vec<Vec<T>> = Vec::with_capacity(n_units);
         let mut means = Vec::with_capacity(n_units);
         let mut invstds = Vec::with_capacity(n_units);
+        let mut copies = Vec::with_capacity(n_units);
+        let mut res_copy = None;
         let mut batch = Vec::with_capacity(n_units);
         for (i, (u, s)) in self.units.iter().zip(&sizes).enumerate() {
             let input = if i == 0 { x } else { &act[i - 1] };
-            let mut a = conv_cm::forward(input, p[3 * i], s);
+            let (mut a, copy) = conv_cm::forward_keeping(input, p[3 * i], s);
+            copies.push(copy.filter(|_| self.keep));
             if i + 1 == n_units {
                 match (self.residual, res_sizes) {
                     (Residual::Identity, _) => {
@@ -321,7 +328,8 @@ impl FusedChain {
                                 s.out_dims()
                             )));
                         }
-                        let r = conv_cm::forward(x, p[3 * n_units], &rs);
+                        let (r, copy) = conv_cm::forward_keeping(x, p[3 * n_units], &rs);
+                        res_copy = copy.filter(|_| self.keep);
                         a.par_iter_mut()
                             .zip(r.par_iter())
                             .for_each(|(v, r)| *v += *r);
@@ -365,6 +373,8 @@ impl FusedChain {
                 invstd: invstds,
                 sizes,
                 res_sizes,
+                copies,
+                res_copy,
                 pool_arg,
             };
             *lock(&self.saved) = Some(T::wrap(saved));
@@ -413,7 +423,8 @@ impl FusedChain {
                 (i + 1 == self.units.len(), self.residual, saved.res_sizes)
             {
                 let w = p[3 * self.units.len()];
-                let (dxr, dw) = conv_cm::backward(x, w, &da, &rs, self.need_dx);
+                let kept = saved.res_copy.as_ref();
+                let (dxr, dw) = conv_cm::backward_from(x, kept, w, &da, &rs, self.need_dx);
                 res_dw = Some(dw);
                 if self.need_dx {
                     dx_res = Some(dxr);
@@ -421,7 +432,9 @@ impl FusedChain {
             }
             let input = if i == 0 { x } else { &saved.act[i - 1] };
             let need = i > 0 || self.need_dx;
-            let (dinput, dw) = conv_cm::backward(input, p[3 * i], &da, &saved.sizes[i], need);
+            let kept = saved.copies[i].as_ref();
+            let (dinput, dw) =
+                conv_cm::backward_from(input, kept, p[3 * i], &da, &saved.sizes[i], need);
             debug_assert_eq!(dw.len(), p[3 * i].len());
             unit_grads.push([dw, dgamma, dbeta]);
             let identity = matches!(self.residual, Residual::Identity);
