@@ -400,6 +400,9 @@ fn phase_planes<T: ConvElem>(x: &[T], s: &Sizes) -> Vec<T> {
         "phase planes need a stride whose phases fit the output"
     );
     assert_eq!(x.len(), s.c * s.b * s.t * s.h * s.w, "conv input size");
+    if let Some(planes) = T::phase_planes_fast(x, s) {
+        return planes;
+    }
     let used = used_phases(s);
     let phases = used.iter().map(Vec::len).product::<usize>();
     let [st, sh, sw] = s.g.stride;
@@ -456,6 +459,9 @@ fn from_phase_planes<T: ConvElem>(dxp: &[T], s: &Sizes) -> Vec<T> {
     let phases = used.iter().map(Vec::len).product::<usize>();
     let plane = s.b * s.to * s.ho * s.wo;
     assert_eq!(dxp.len(), s.c * phases * plane, "phase planes size");
+    if let Some(dx) = T::from_phase_planes_fast(dxp, s) {
+        return dx;
+    }
     let [st, sh, sw] = s.g.stride;
     // Kept phase index per residue (None: no tap reads that phase).
     let index = |d: usize, r: usize| used[d].iter().position(|&u| u == r);
@@ -632,6 +638,14 @@ pub(crate) trait ConvElem:
     ) -> bool {
         false
     }
+    /// [`phase_planes`] by a faster path where one exists for this type, geometry and CPU.
+    fn phase_planes_fast(_x: &[Self], _s: &Sizes) -> Option<Vec<Self>> {
+        None
+    }
+    /// [`from_phase_planes`] by a faster path where one exists for this type, geometry and CPU.
+    fn from_phase_planes_fast(_dxp: &[Self], _s: &Sizes) -> Option<Vec<Self>> {
+        None
+    }
     /// dst[i] = src[i * step], into fresh memory (rows of [`phase_planes`]).
     fn gather_strided(src: &[Self], step: usize, dst: &mut [std::mem::MaybeUninit<Self>]) {
         strided_row(src, step, dst)
@@ -735,6 +749,14 @@ macro_rules! impl_conv_elem {
                 ldc: usize,
             ) -> bool {
                 $patches::gemm_rows_split(m, a, x, s, chunk, c, ldc)
+            }
+
+            fn phase_planes_fast(x: &[Self], s: &Sizes) -> Option<Vec<Self>> {
+                $patches::split_2x2(x, s)
+            }
+
+            fn from_phase_planes_fast(dxp: &[Self], s: &Sizes) -> Option<Vec<Self>> {
+                $patches::merge_2x2(dxp, s)
             }
 
             fn gather_strided(
@@ -1561,6 +1583,176 @@ mod patches {
             k0,
         };
         unsafe { sgemm_packed_b(m, nk, n, dy.as_ptr(), ld, 1, &panels, dw, k, accumulate) }
+    }
+
+    /// Whether `s` is the geometry [`split_2x2`] and [`merge_2x2`] handle: planes apply,
+    /// stride (1, 2, 2), and both H and W phases kept (odd spatial kernels with "same"
+    /// padding: every strided spatial convolution of the encoders), on AVX-512.
+    fn is_2x2(s: &Sizes) -> bool {
+        super::planes_apply(s)
+            && s.g.stride == [1, 2, 2]
+            && super::used_phases(s) == [vec![0], vec![0, 1], vec![0, 1]]
+            && super::super::sgemm::has_fast_path()
+    }
+
+    /// `phase_planes` for [`is_2x2`] geometries: each input row is loaded once and split into
+    /// its two W phases by vector permutes, in one pass per channel (the generic path costs a
+    /// call per output row, most of its time on the deep layers' 5-10 column rows).
+    pub(super) fn split_2x2(x: &[f32], s: &Sizes) -> Option<Vec<f32>> {
+        if !is_2x2(s) {
+            return None;
+        }
+        let (h, w, ho, wo) = (s.h, s.w, s.ho, s.wo);
+        let plane = s.b * s.to * ho * wo;
+        let block = h * w;
+        assert_eq!(x.len(), s.c * s.b * s.t * block, "conv input size");
+        let fill = |c: usize, dst: &mut [MaybeUninit<f32>]| {
+            let dst = dst.as_mut_ptr().cast::<f32>();
+            for bt in 0..s.b * s.t {
+                let src = &x[(c * s.b * s.t + bt) * block..][..block];
+                // SAFETY: AVX-512F is present (`is_2x2`); `dst` is one channel's four planes,
+                // and this (b, t)'s (H', W') blocks start bt * H' * W' into each.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    split_block_2x2(src, (h, w), (ho, wo), dst.add(bt * ho * wo), plane)
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (src, dst);
+            }
+        };
+        // SAFETY: a piece is one channel's four planes; `split_block_2x2` writes every
+        // position of each of them (see there) for every (b, t).
+        Some(unsafe { super::par_init(s.c * 4 * plane, 4 * plane, fill) })
+    }
+
+    /// One (H, W) block into the (H', W') blocks of planes (rh, rw) = (0, 0), (0, 1), (1, 0),
+    /// (1, 1), `plane` apart from `dst`: every position, zeros where no input row or column
+    /// falls (an odd H or W).
+    ///
+    /// # Safety
+    /// AVX-512F must be present; H' = ceil(H / 2), W' = ceil(W / 2), and `dst + k * plane`
+    /// valid for H' W' writes for k < 4.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn split_block_2x2(
+        src: &[f32],
+        (h, w): (usize, usize),
+        (ho, wo): (usize, usize),
+        dst: *mut f32,
+        plane: usize,
+    ) {
+        use std::arch::x86_64::*;
+        assert!(src.len() >= h * w && ho == h.div_ceil(2) && wo == w.div_ceil(2));
+        let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+        for r in 0..2 * ho {
+            let (rh, i) = (r % 2, r / 2);
+            // SAFETY: the row lies inside plane (rh, *) (i < H'); writes stay in its W' values.
+            unsafe {
+                let de = dst.add(2 * rh * plane + i * wo);
+                let dodd = dst.add((2 * rh + 1) * plane + i * wo);
+                if r >= h {
+                    // Past the input's last row (odd H): zero rows.
+                    for j in (0..wo).step_by(16) {
+                        let m = low_lanes(wo - j);
+                        _mm512_mask_storeu_ps(de.add(j), m, _mm512_setzero_ps());
+                        _mm512_mask_storeu_ps(dodd.add(j), m, _mm512_setzero_ps());
+                    }
+                    continue;
+                }
+                let row = src.as_ptr().add(r * w);
+                for j0 in (0..w).step_by(32) {
+                    let a = _mm512_maskz_loadu_ps(low_lanes(w - j0), row.add(j0));
+                    let b = _mm512_maskz_loadu_ps(
+                        low_lanes(w.saturating_sub(j0 + 16)),
+                        row.add(j0 + 16),
+                    );
+                    let k = j0 / 2;
+                    // Masked-off input lanes load as zero: with an odd W, the odd phase's
+                    // last column (past the row's end) comes out zero and is stored as such.
+                    let m = low_lanes(wo - k);
+                    _mm512_mask_storeu_ps(de.add(k), m, _mm512_permutex2var_ps(a, even, b));
+                    _mm512_mask_storeu_ps(dodd.add(k), m, _mm512_permutex2var_ps(a, odd, b));
+                }
+            }
+        }
+    }
+
+    /// `from_phase_planes` for [`is_2x2`] geometries: each input-gradient row interleaves its
+    /// two W phases' rows with vector permutes, in one pass per channel.
+    pub(super) fn merge_2x2(dxp: &[f32], s: &Sizes) -> Option<Vec<f32>> {
+        if !is_2x2(s) {
+            return None;
+        }
+        let (h, w, ho, wo) = (s.h, s.w, s.ho, s.wo);
+        let plane = s.b * s.to * ho * wo;
+        let block = h * w;
+        assert_eq!(dxp.len(), s.c * 4 * plane, "phase planes size");
+        let fill = |c: usize, dst: &mut [MaybeUninit<f32>]| {
+            for bt in 0..s.b * s.t {
+                let src = &dxp[c * 4 * plane + bt * ho * wo..];
+                let out = &mut dst[bt * block..][..block];
+                // SAFETY: AVX-512F is present (`is_2x2`); `src` holds the rest of the channel's
+                // four planes from this (b, t)'s block on (checked there).
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    merge_block_2x2(src, (h, w), (ho, wo), plane, out)
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (src, out);
+            }
+        };
+        // SAFETY: a piece is one channel's (B, T, H, W) block; `merge_block_2x2` writes every
+        // position of each (b, t) block.
+        Some(unsafe { super::par_init(s.c * s.b * s.t * block, s.b * s.t * block, fill) })
+    }
+
+    /// The (H, W) block `out` from the (H', W') blocks of planes (rh, rw), `plane` apart from
+    /// `src` (the adjoint layout of [`split_block_2x2`]): every position written.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; H' = ceil(H / 2), W' = ceil(W / 2), `src` holding 3 * plane +
+    /// H' W' values and `out` H W.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn merge_block_2x2(
+        src: &[f32],
+        (h, w): (usize, usize),
+        (ho, wo): (usize, usize),
+        plane: usize,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        use std::arch::x86_64::*;
+        assert!(src.len() >= 3 * plane + ho * wo && out.len() >= h * w);
+        assert!(ho == h.div_ceil(2) && wo == w.div_ceil(2));
+        let lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        let hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+        for r in 0..h {
+            let (rh, i) = (r % 2, r / 2);
+            // SAFETY: rows i < H' of planes (rh, 0) and (rh, 1), W' values each, inside `src`;
+            // the W outputs of row r inside `out`.
+            unsafe {
+                let e = src.as_ptr().add(2 * rh * plane + i * wo);
+                let o = src.as_ptr().add((2 * rh + 1) * plane + i * wo);
+                let d = out.as_mut_ptr().cast::<f32>().add(r * w);
+                for j0 in (0..w).step_by(32) {
+                    let k = j0 / 2;
+                    let m = low_lanes(wo - k);
+                    let ev = _mm512_maskz_loadu_ps(m, e.add(k));
+                    let ov = _mm512_maskz_loadu_ps(m, o.add(k));
+                    _mm512_mask_storeu_ps(
+                        d.add(j0),
+                        low_lanes(w - j0),
+                        _mm512_permutex2var_ps(ev, lo, ov),
+                    );
+                    _mm512_mask_storeu_ps(
+                        d.add(j0 + 16),
+                        low_lanes(w.saturating_sub(j0 + 16)),
+                        _mm512_permutex2var_ps(ev, hi, ov),
+                    );
+                }
+            }
+        }
     }
 
     /// See [`super::ConvElem::gather_strided`]; stride 2 (every strided layer of the encoders)
@@ -2862,7 +3054,11 @@ mod tests {
     fn phase_planes_hold_each_phase_in_the_output_layout() {
         // (kernel, stride, pad, input (C, B, T, H, W))
         let cases = [
+            // Stride (1, 2, 2) with both phases kept (the AVX-512 split and merge): odd and
+            // even sizes, rows over two 32-column vector pairs.
             ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 2, 1, 7, 9]),
+            ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 2, 5, 67]),
+            ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 1, 6, 64]),
             ([3, 3, 3], [1, 2, 2], [1, 1, 1], [8, 1, 3, 6, 5]),
             ([1, 3, 3], [1, 3, 3], [0, 1, 1], [8, 1, 2, 8, 7]),
             ([1, 1, 1], [2, 2, 2], [0, 0, 0], [8, 2, 3, 5, 4]),
