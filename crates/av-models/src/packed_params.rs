@@ -45,8 +45,9 @@ thread_local! {
     static PACKS: RefCell<Vec<Pack>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A scope in which the encoders' fused blocks take their parameters as one variable each;
-/// end it with [`PackedParams::backward`] to get gradients for the named variables.
+/// A scope in which the encoders' fused blocks read their parameters in place and hand their
+/// gradients to the scope; end it with [`PackedParams::backward`] to get gradients for the
+/// named variables.
 ///
 /// ```
 /// use av_models::{AudioCnn, AudioCnnConfig, PackedParams};
@@ -111,6 +112,13 @@ impl PackedParams {
                 let Some(gs) = take(&pack.grad) else {
                     continue;
                 };
+                if gs.len() != pack.members.len() {
+                    candle_core::bail!(
+                        "packed parameters: {} gradients for {} variables",
+                        gs.len(),
+                        pack.members.len()
+                    );
+                }
                 for (member, g) in pack.members.iter().zip(gs) {
                     let sum = match grads.get(member) {
                         Some(prev) => (prev + &g)?,

@@ -323,7 +323,7 @@ impl<'a, T> PatchInput<'a, T> {
 }
 
 /// The copy of `x` a strided convolution packs its patches from: stride-phase planes where
-/// [`planes_apply`], else W rows split into phases; `None` for stride 1.
+/// [`planes_apply`], else W rows split into phases; `None` without a W stride.
 fn patch_copy<T: ConvElem>(x: &[T], s: &Sizes) -> Option<(Vec<T>, InputLayout)> {
     if planes_apply(s) {
         return Some((phase_planes(x, s), InputLayout::Planes));
@@ -1172,14 +1172,15 @@ mod patches {
     /// load/store pair for every output row a 32-column panel crosses: 7-8 per panel row at
     /// W' = 5. With the table a panel row costs the same whatever the map:
     /// * **shifted loads**, for a stride-1 convolution whose output has the input's size (the
-    ///   second convolution of every block, and the input-gradient twins): the output and input
-    ///   planes share one layout, so each tap reads the plane shifted by one offset, and a
-    ///   panel row is two masked loads (the mask zeroes the padding);
-    /// * **gathers**, for strided convolutions with short output rows: two masked gathers
-    ///   of 32 precomputed offsets.
+    ///   second convolution of every block, and the input-gradient twins), and for a strided
+    ///   one read from its phase planes: output and input planes share one layout, so each
+    ///   tap reads a plane shifted by one offset, and a panel row is two masked loads (the
+    ///   mask zeroes the padding);
+    /// * **gathers**, for other strided convolutions with short output rows: two masked
+    ///   gathers of 32 precomputed offsets.
     pub(super) struct IndexedPanels<'a> {
         x: &'a [f32],
-        /// Elements of one channel plane (B * T * H * W).
+        /// Elements of one channel's block: B * T * H * W, or its phase planes.
         plane: usize,
         /// Kernel taps kt * kh * kw (rows per input channel).
         taps: usize,
@@ -1665,7 +1666,8 @@ mod patches {
                     let a = _mm512_maskz_loadu_ps(low_lanes(w - j0), row.add(j0));
                     let b = _mm512_maskz_loadu_ps(
                         low_lanes(w.saturating_sub(j0 + 16)),
-                        row.add(j0 + 16),
+                        // Past the row's end when it is short: masked off, never touched.
+                        row.wrapping_add(j0 + 16),
                     );
                     let k = j0 / 2;
                     // Masked-off input lanes load as zero: with an odd W, the odd phase's
@@ -1746,7 +1748,7 @@ mod patches {
                         _mm512_permutex2var_ps(ev, lo, ov),
                     );
                     _mm512_mask_storeu_ps(
-                        d.add(j0 + 16),
+                        d.wrapping_add(j0 + 16),
                         low_lanes(w.saturating_sub(j0 + 16)),
                         _mm512_permutex2var_ps(ev, hi, ov),
                     );
@@ -1818,7 +1820,9 @@ mod patches {
             unsafe {
                 let p = src.as_ptr().add(2 * i);
                 let a = _mm512_maskz_loadu_ps(low_lanes(need), p);
-                let b = _mm512_maskz_loadu_ps(low_lanes(need.saturating_sub(16)), p.add(16));
+                // Past `src`'s end near its tail: masked off, never touched.
+                let b =
+                    _mm512_maskz_loadu_ps(low_lanes(need.saturating_sub(16)), p.wrapping_add(16));
                 let v = _mm512_permutex2var_ps(a, even, b);
                 _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i).cast(), low_lanes(rem), v);
             }
@@ -2354,9 +2358,18 @@ pub(crate) fn forward<T: ConvElem>(x: &[T], w: &[T], s: &Sizes) -> Vec<T> {
 /// then packs the weight gradient's patches from it instead of copying the input again.
 pub(crate) type PatchCopy<T> = Option<(Vec<T>, InputLayout)>;
 
-/// [`forward`], also returning the input copy it packed from, if any.
+/// [`forward`], also returning the input copy it packed from where the weight gradient packs
+/// from it too (spatial kernels; temporal and pointwise ones gather plain rows there).
 pub(crate) fn forward_keeping<T: ConvElem>(x: &[T], w: &[T], s: &Sizes) -> (Vec<T>, PatchCopy<T>) {
-    forward_with(x, w, s, implicit_patches())
+    let (y, copy) = forward_with(x, w, s, implicit_patches());
+    (y, copy.filter(|_| implicit_dw(s)))
+}
+
+/// Whether the weight gradient packs its patches straight from the input (or its copy):
+/// spatial kernels. Temporal and pointwise kernels gather whole input rows, a plain copy
+/// that packs faster than transposing the implicit panels.
+fn implicit_dw(s: &Sizes) -> bool {
+    implicit_patches() && s.g.kernel[1] * s.g.kernel[2] > 1
 }
 
 /// [`forward`], packing patches straight from `x` when `implicit` (and the path exists); with
@@ -2465,9 +2478,7 @@ pub(crate) fn backward_from<T: ConvElem>(
     let twin = (need_dx && s.cols() >= 256 && !scatter_dx())
         .then(|| s.transposed())
         .flatten();
-    // Temporal and pointwise kernels gather whole input rows, a plain copy that packs faster
-    // than transposing the implicit panels; spatial kernels pack from the input directly.
-    let implicit_dw = implicit_patches() && s.g.kernel[1] * s.g.kernel[2] > 1;
+    let implicit_dw = implicit_dw(s);
     match twin {
         Some(t) => {
             let dx = forward(dy, &flip_transpose(w, s), &t);
@@ -2914,6 +2925,7 @@ mod tests {
             ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 2, 3, 64, 63], 20),
             ([1, 3, 3], [1, 3, 3], [0, 1, 1], [9, 2, 2, 50, 47], 10),
             ([1, 1, 1], [2, 2, 2], [0, 0, 0], [16, 2, 5, 9, 11], 12),
+            ([3, 3, 3], [2, 2, 2], [1, 1, 1], [8, 2, 5, 6, 7], 10),
         ];
         if !crate::layers::sgemm::has_fast_path() {
             eprintln!("no AVX-512: the implicit paths do not exist here, nothing to compare");
@@ -3045,8 +3057,6 @@ mod tests {
         Ok(())
     }
 
-    /// The twin convolution's forward pass is the input gradient: the same values as W^T dY
-    /// scattered back, in f64 and (to rounding) in f32 on the implicit path.
     /// Every plane position holds the input value its phase names (zero past the input's
     /// end), every tap's shift lands on the value the definition reads, and the input gradient
     /// comes back from the planes at every position some tap reads (zero elsewhere).
@@ -3060,6 +3070,7 @@ mod tests {
             ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 2, 5, 67]),
             ([1, 3, 3], [1, 2, 2], [0, 1, 1], [8, 1, 1, 6, 64]),
             ([3, 3, 3], [1, 2, 2], [1, 1, 1], [8, 1, 3, 6, 5]),
+            ([3, 3, 3], [2, 2, 2], [1, 1, 1], [8, 2, 5, 6, 7]),
             ([1, 3, 3], [1, 3, 3], [0, 1, 1], [8, 1, 2, 8, 7]),
             ([1, 1, 1], [2, 2, 2], [0, 0, 0], [8, 2, 3, 5, 4]),
             ([1, 7, 7], [1, 2, 2], [0, 3, 3], [8, 1, 1, 9, 12]),
@@ -3213,6 +3224,8 @@ mod tests {
         assert!(phase_split(&x, &unit.expect("sizes")).is_none());
     }
 
+    /// The twin convolution's forward pass is the input gradient: the same values as W^T dY
+    /// scattered back, in f64 and (to rounding) in f32 on the implicit path.
     #[test]
     fn transposed_input_gradient_equals_the_scattered_one() {
         // (kernel, pad, input (C, B, T, H, W), O): stride 1, every padding from 0 to k - 1;

@@ -8,8 +8,11 @@
 //! per block. The arithmetic is that of the separate layers (tested against them and against
 //! PyTorch through the encoders' fixture tests).
 //!
-//! Parameters travel as one flat tensor (each unit's conv weight, BN weight, BN bias, then the
-//! residual conv's weight) so that a single custom op can return all their gradients.
+//! A custom op takes at most three tensors, so the parameters (each unit's conv weight, BN
+//! weight, BN bias, then the residual conv's weight) travel as one flat tensor, the op's
+//! second input, whose gradient holds all of theirs. Inside a `PackedParams` scope the op
+//! reads them in place instead and takes a one-value token variable as that input (see
+//! `packed_params`).
 
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
@@ -83,8 +86,8 @@ struct Saved<T> {
     /// Conv sizes per unit, then the residual conv's.
     sizes: Vec<Sizes>,
     res_sizes: Option<Sizes>,
-    /// Per unit, then for the residual conv: the input copy a strided convolution packed its
-    /// patches from, which its weight gradient packs from again.
+    /// Per unit, then for the residual conv: the input copy a strided spatial convolution
+    /// packed its patches from, which its weight gradient packs from again.
     copies: Vec<PatchCopy<T>>,
     res_copy: PatchCopy<T>,
     /// With a trailing max pool: each pooled value's argmax (the un-pooled output itself is
@@ -97,7 +100,7 @@ enum SavedAny {
     F64(Saved<f64>),
 }
 
-/// The custom op: (x (C, B, T, H, W), flat params) -> y (O, B, T', H', W').
+/// The custom op: (x (C, B, T, H, W), flat params or a token) -> y (O, B, T', H', W').
 pub(crate) struct FusedChain {
     units: Vec<UnitSpec>,
     residual: Residual,
@@ -925,8 +928,8 @@ impl CustomOp2 for FusedChain {
 }
 
 /// Runs a fused chain on a contiguous channel-major CPU input. `params` is the flat
-/// concatenation described in the module docs. In train mode, returns each unit's batch
-/// (mean, biased variance) for the caller's running statistics.
+/// concatenation described in the module docs, or the parts read in place. In train mode,
+/// returns each unit's batch (mean, biased variance) for the caller's running statistics.
 pub(crate) fn run_chain(
     x: &Tensor,
     params: BlockParams,
