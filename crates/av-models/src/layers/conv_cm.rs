@@ -859,6 +859,8 @@ mod patches {
     #[cfg(target_arch = "x86_64")]
     use super::super::sgemm::transpose_panel;
     use super::super::sgemm::{sgemm_packed_b, PackB, PANEL_WIDTH};
+    #[cfg(target_arch = "x86_64")]
+    use super::super::simd::low_lanes;
     use super::{
         phase_start, plane_shifts, row_table, used_phases, valid_cols, Chunk, InputLayout,
         PatchInput, Sizes, MIN_INDEXED_CHANNELS,
@@ -1110,11 +1112,7 @@ mod patches {
         let mut i = 0;
         while i < count {
             let n = (count - i).min(16);
-            let mask: __mmask16 = if n == 16 {
-                0xFFFF
-            } else {
-                ((1u32 << n) - 1) as u16
-            };
+            let mask = low_lanes(n);
             // SAFETY: lanes < n are in bounds by the caller's contract; others are masked.
             unsafe {
                 let v = if step == 1 {
@@ -1788,16 +1786,6 @@ mod patches {
             return;
         }
         super::scatter_row_strided(src, step, dst)
-    }
-
-    /// The low `n` (<= 16) lanes.
-    #[cfg(target_arch = "x86_64")]
-    fn low_lanes(n: usize) -> u16 {
-        if n >= 16 {
-            u16::MAX
-        } else {
-            ((1u32 << n) - 1) as u16
-        }
     }
 
     /// dst[i] = src[2 i].

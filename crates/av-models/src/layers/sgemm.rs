@@ -238,6 +238,7 @@ unsafe fn fallback(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use super::super::simd::low_lanes as lanes;
     use super::{PackB, KC, MC, MR, NC, NR};
     use core::arch::x86_64::*;
     use std::cell::RefCell;
@@ -490,16 +491,6 @@ mod avx512 {
                 }
                 ir += MR;
             }
-        }
-    }
-
-    /// Lane mask selecting the first `n` (≤ 16) lanes.
-    #[inline(always)]
-    fn lanes(n: usize) -> __mmask16 {
-        if n >= 16 {
-            0xFFFF
-        } else {
-            ((1u32 << n) - 1) as __mmask16
         }
     }
 

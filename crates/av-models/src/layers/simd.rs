@@ -14,6 +14,18 @@ pub(crate) fn has_avx512() -> bool {
     })
 }
 
+/// AVX-512 mask of the first `n` lanes (all 16 for `n >= 16`): the tails of masked loads
+/// and stores.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn low_lanes(n: usize) -> u16 {
+    if n >= 16 {
+        u16::MAX
+    } else {
+        ((1u32 << n) - 1) as u16
+    }
+}
+
 /// Whether the CPU has AVX2 and FMA (checked once).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2() -> bool {
