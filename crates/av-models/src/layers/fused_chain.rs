@@ -790,8 +790,53 @@ fn masked_sums_avx512(g: &[f32], x: &[f32], m: f64, mask: Option<[f64; 2]>) -> (
     let (t_g, t_gx) = k32::masked_sums(&g[i..n], &x[i..n], m, mask);
     (s_g + t_g, s_gx + t_gx)
 }
-dispatch! {
-    fn sums_f32(x: &[f32], m: f64) -> (f64, f64) => k32::sums
+/// [`ChainElem::sums`] for f32: explicit AVX-512 where available (LLVM leaves the portable
+/// loop's two lane-wise accumulators scalar), the portable loop otherwise. Both give the same
+/// bits: per-lane f32 sums over the same blocks, added up lane by lane in f64.
+fn sums_f32(x: &[f32], m: f64) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx512() {
+        // SAFETY: AVX-512 F/DQ were detected at run time.
+        return unsafe { sums_avx512(x, m) };
+    }
+    k32::sums(x, m)
+}
+
+/// `k32::sums` with the 16 lanes in one register per sum: the same operations on the same
+/// lanes (a subtraction, then an add and a separate multiply-add pair per value).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+fn sums_avx512(x: &[f32], m: f64) -> (f64, f64) {
+    use std::arch::x86_64::*;
+    const LANES: usize = 16;
+    const BLOCK: usize = 1024;
+    let mm = m as f32;
+    let mmv = _mm512_set1_ps(mm);
+    let (mut s, mut s2) = (0.0f64, 0.0f64);
+    for xb in x.chunks(BLOCK) {
+        let (mut a, mut b) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let full = xb.len() / LANES * LANES;
+        for xc in xb[..full].chunks_exact(LANES) {
+            // SAFETY: the chunk holds exactly 16 values.
+            let d = _mm512_sub_ps(unsafe { _mm512_loadu_ps(xc.as_ptr()) }, mmv);
+            a = _mm512_add_ps(a, d);
+            b = _mm512_add_ps(b, _mm512_mul_ps(d, d));
+        }
+        let (mut la, mut lb) = ([0.0f32; LANES], [0.0f32; LANES]);
+        // SAFETY: each array holds 16 floats.
+        unsafe {
+            _mm512_storeu_ps(la.as_mut_ptr(), a);
+            _mm512_storeu_ps(lb.as_mut_ptr(), b);
+        }
+        for v in &xb[full..] {
+            let d = *v - mm;
+            la[0] += d;
+            lb[0] += d * d;
+        }
+        s += la.iter().map(|&v| v as f64).sum::<f64>();
+        s2 += lb.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    (s, s2)
 }
 
 /// Implements [`ChainElem`] for one type from its element loops.
@@ -1163,6 +1208,31 @@ mod tests {
     fn recomputed_relu_mask_is_the_forwards() {
         recomputed_mask_matches_forward::<f32>();
         recomputed_mask_matches_forward::<f64>();
+    }
+
+    /// The vectorised f32 channel sums give the portable loop's bits: the same per-lane sums
+    /// over the same blocks, whatever the length's tail.
+    #[test]
+    fn vector_sums_equal_the_portable_loop() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 3.0
+        };
+        for len in [0, 1, 15, 16, 17, 1023, 1024, 1025, 2048 + 37, 20160] {
+            let x: Vec<f32> = (0..len).map(|_| next()).collect();
+            for m in [0.0, 0.7, -2.5] {
+                let (s, s2) = super::sums_f32(&x, m);
+                let (p, p2) = super::k32::sums(&x, m);
+                assert_eq!(
+                    (s.to_bits(), s2.to_bits()),
+                    (p.to_bits(), p2.to_bits()),
+                    "len {len}"
+                );
+            }
+        }
     }
 
     #[test]
