@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::bn_fused::slice;
 use super::par_vec::{par_init, par_zeros};
-use super::sgemm::PANEL_WIDTH;
+use super::sgemm::{PackedA, PANEL_WIDTH};
 use super::simd::dispatch;
 
 /// Name of the op in errors.
@@ -566,6 +566,18 @@ fn phase_split<T: Copy + Default + Send + Sync>(x: &[T], s: &Sizes) -> Option<Ve
     })
 }
 
+/// The weight operand (A, O x K) of a forward GEMM.
+#[derive(Clone, Copy)]
+pub(crate) enum Weights<'a, T> {
+    /// Row-major: row i at `w[i * K..]`.
+    Rows(&'a [T]),
+    /// Packed once into the GEMM's micro-panels for every chunk and thread (f32 fast path).
+    Packed(&'a PackedA),
+    /// The input-gradient twin's weight of the convolution `of` ([`flip_transpose`]`(w, of)`),
+    /// packed a block at a time straight from `w` (f32 fast path).
+    Flipped { w: &'a [T], of: &'a Sizes },
+}
+
 /// An element type the op supports: f32 and f64, each with a GEMM.
 pub(crate) trait ConvElem:
     Copy + Default + Send + Sync + std::ops::AddAssign + candle_core::WithDType + 'static
@@ -574,13 +586,14 @@ pub(crate) trait ConvElem:
     fn copy_strided(src: &[Self], step: usize, dst: &mut [Self]);
     /// dst[i * step] += src[i] (the adjoint of [`ConvElem::copy_strided`]).
     fn add_strided(src: &[Self], step: usize, dst: &mut [Self]);
-    /// C (m x ncols, row stride `ldc`) = A (m x K, rows `a_rs` apart) x the chunk's patches,
-    /// with the patches packed straight from the input `x` (no patch matrix). Returns `false`,
-    /// doing nothing, where the element type or CPU has no such path.
+    /// C (m x ncols, row stride `ldc`) = rows `m0..m0 + m` of the weight (O x K) x the chunk's
+    /// patches, with the patches packed straight from the input `x` (no patch matrix). A
+    /// packed weight is read one whole segment at a time. Returns `false`, doing nothing, where
+    /// the element type or CPU has no such path.
     #[allow(clippy::too_many_arguments)]
     fn gemm_patches(
         _m: usize,
-        _a: (&[Self], usize),
+        _a: (Weights<'_, Self>, usize),
         _x: PatchInput<'_, Self>,
         _s: &Sizes,
         _chunk: &Chunk,
@@ -594,7 +607,7 @@ pub(crate) trait ConvElem:
     #[allow(clippy::too_many_arguments)]
     fn gemm_patches_rows_split(
         _m: usize,
-        _a: (&[Self], usize),
+        _a: Weights<'_, Self>,
         _x: PatchInput<'_, Self>,
         _s: &Sizes,
         _chunk: &Chunk,
@@ -637,6 +650,18 @@ pub(crate) trait ConvElem:
         _parallel: bool,
     ) -> bool {
         false
+    }
+    /// The forward weight (O x K) of `s` packed once for every chunk's GEMM, in segments of
+    /// `segment` rows, where this type and CPU read packed weights: `w` itself, or with
+    /// `flip_of` the weight of that convolution's input-gradient twin ([`flip_transpose`] of
+    /// `w`), packed straight from `w`.
+    fn pack_weights(
+        _w: &[Self],
+        _s: &Sizes,
+        _flip_of: Option<&Sizes>,
+        _segment: usize,
+    ) -> Option<PackedA> {
+        None
     }
     /// [`phase_planes`] by a faster path where one exists for this type, geometry and CPU.
     fn phase_planes_fast(_x: &[Self], _s: &Sizes) -> Option<Vec<Self>> {
@@ -729,19 +754,28 @@ macro_rules! impl_conv_elem {
             $(
             fn gemm_patches(
                 m: usize,
-                (a, a_rs): (&[Self], usize),
+                a: (Weights<'_, Self>, usize),
                 x: PatchInput<'_, Self>,
                 s: &Sizes,
                 chunk: &Chunk,
                 c: *mut Self,
                 ldc: usize,
             ) -> bool {
-                $patches::gemm(m, (a, a_rs), x, s, chunk, c, ldc)
+                $patches::gemm(m, a, x, s, chunk, c, ldc)
+            }
+
+            fn pack_weights(
+                w: &[Self],
+                s: &Sizes,
+                flip_of: Option<&Sizes>,
+                segment: usize,
+            ) -> Option<PackedA> {
+                $patches::pack_weights(w, s, flip_of, segment)
             }
 
             fn gemm_patches_rows_split(
                 m: usize,
-                a: (&[Self], usize),
+                a: Weights<'_, Self>,
                 x: PatchInput<'_, Self>,
                 s: &Sizes,
                 chunk: &Chunk,
@@ -858,9 +892,12 @@ impl_conv_elem!(f64, copy_strided_body, add_strided_body);
 mod patches {
     #[cfg(target_arch = "x86_64")]
     use super::super::sgemm::transpose_panel;
-    use super::super::sgemm::{sgemm_packed_b, PackB, PANEL_WIDTH};
+    use super::super::sgemm::{
+        sgemm_filled_a, sgemm_packed_ab, sgemm_packed_b, PackB, PackedA, PanelSpot, PANEL_WIDTH,
+    };
     #[cfg(target_arch = "x86_64")]
     use super::super::simd::low_lanes;
+    use super::Weights;
     use super::{
         phase_start, plane_shifts, row_table, used_phases, valid_cols, Chunk, InputLayout,
         PatchInput, Sizes, MIN_INDEXED_CHANNELS,
@@ -1137,7 +1174,7 @@ mod patches {
     /// See [`super::ConvElem::gemm_patches`].
     pub(super) fn gemm(
         m: usize,
-        (a, a_rs): (&[f32], usize),
+        (a, m0): (Weights<'_, f32>, usize),
         x: PatchInput<'_, f32>,
         s: &Sizes,
         chunk: &Chunk,
@@ -1148,21 +1185,107 @@ mod patches {
             // A probe: report whether the path exists.
             return super::super::sgemm::has_fast_path();
         }
-        let k = s.k();
         let n = chunk.ncols(s);
-        assert!(
-            m == 0 || k == 0 || (m - 1) * a_rs + k <= a.len(),
-            "GEMM: A out of bounds"
-        );
-        // SAFETY (both calls): A's m rows of k elements are in bounds (asserted above); C's m
-        // rows of n columns are the caller's (the chunk's part of the output); the panels read
-        // only input elements inside `x` (Panels through indexed slices, IndexedPanels at
-        // positions it built from in-range coordinates).
+        // SAFETY (both calls): C's m rows of n columns are the caller's (the chunk's part of
+        // the output); the panels read only input elements inside `x` (Panels through indexed
+        // slices, IndexedPanels at positions it built from in-range coordinates).
         if let Some(panels) = IndexedPanels::new(x, s, chunk) {
-            return unsafe { sgemm_packed_b(m, n, k, a.as_ptr(), a_rs, 1, &panels, c, ldc, false) };
+            return unsafe { weights_times(m, n, s.k(), (a, m0), &panels, c, ldc) };
         }
         let panels = Panels::new(x, s, chunk);
-        unsafe { sgemm_packed_b(m, n, k, a.as_ptr(), a_rs, 1, &panels, c, ldc, false) }
+        unsafe { weights_times(m, n, s.k(), (a, m0), &panels, c, ldc) }
+    }
+
+    /// C (m x n) = rows `m0..m0 + m` of the weight (O x k) x B, with whichever GEMM entry
+    /// reads that weight.
+    ///
+    /// # Safety
+    /// C's m rows of n columns (`ldc` apart) are writable; `b` packs every panel of k x n.
+    unsafe fn weights_times(
+        m: usize,
+        n: usize,
+        k: usize,
+        (a, m0): (Weights<'_, f32>, usize),
+        b: &impl PackB,
+        c: *mut f32,
+        ldc: usize,
+    ) -> bool {
+        match a {
+            Weights::Rows(w) => {
+                assert!((m0 + m) * k <= w.len(), "GEMM: A out of bounds");
+                // SAFETY: rows m0.. + m of A are in bounds (asserted); the rest is the caller's.
+                unsafe { sgemm_packed_b(m, n, k, w.as_ptr().add(m0 * k), k, 1, b, c, ldc, false) }
+            }
+            // SAFETY: the packed GEMM checks the rows against the packed weight; the rest is
+            // the caller's.
+            Weights::Packed(pa) => unsafe { sgemm_packed_ab(m, n, k, (pa, m0), b, c, ldc, false) },
+            Weights::Flipped { w, of } => {
+                let fill = flipped_fill(w, of);
+                assert!(
+                    m0 + m <= of.c && k * of.c == of.weight_len(),
+                    "GEMM: flipped A out of bounds"
+                );
+                // SAFETY: the fill writes each spot in full and reads inside `w` (checked
+                // slices); the rest is the caller's.
+                unsafe { sgemm_filled_a(m, n, k, (&fill, m0), b, c, ldc, false) }
+            }
+        }
+    }
+
+    /// Writes panels of the twin weight of `of` ([`super::flip_transpose`]`(w, of)`) from `w`.
+    fn flipped_fill<'a>(w: &'a [f32], of: &Sizes) -> impl Fn(PanelSpot, *mut f32) + Sync + 'a {
+        let taps: usize = of.g.kernel.iter().product();
+        assert_eq!(w.len(), of.weight_len(), "flipped weight: wrong length");
+        let c = of.c;
+        // SAFETY (of the call below): a spot's `dst` holds height x kc floats (the
+        // `PackedA::with` and `sgemm_filled_a` contracts).
+        move |spot, dst| unsafe { flipped_panel(w, c, taps, spot, dst) }
+    }
+
+    /// See [`super::ConvElem::pack_weights`].
+    pub(super) fn pack_weights(
+        w: &[f32],
+        s: &Sizes,
+        flip_of: Option<&Sizes>,
+        segment: usize,
+    ) -> Option<PackedA> {
+        let (m, k) = (s.o, s.k());
+        let Some(f) = flip_of else {
+            return PackedA::new(m, k, segment, w, k, 1);
+        };
+        // The twin's weight (C, O, taps reversed) of f's (O, C, taps): row c, depth o * taps + t
+        // holds w[o, c, taps - 1 - t].
+        assert!(
+            (m, k) == (f.c, f.k() / f.c * f.o),
+            "flipped weight: {:?} is not the twin of {:?}",
+            (m, k),
+            (f.o, f.c)
+        );
+        PackedA::with(m, k, segment, flipped_fill(w, f))
+    }
+
+    /// One micro-panel of the flipped, transposed weight, read straight from `w` (O, C, taps):
+    /// `dst[p * height + i] = w[o, row0 + i, taps - 1 - t]` for depth pc + p = o * taps + t.
+    ///
+    /// # Safety
+    /// `dst` must be valid for `spot.height * spot.kc` writes.
+    unsafe fn flipped_panel(w: &[f32], c: usize, taps: usize, spot: PanelSpot, dst: *mut f32) {
+        let h = spot.height;
+        let (mut o, mut t) = (spot.pc / taps, spot.pc % taps);
+        for p in 0..spot.kc {
+            let base = (o * c + spot.row0) * taps + (taps - 1 - t);
+            let src = &w[base..base + (spot.rows - 1) * taps + 1];
+            // SAFETY: row p of the panel (h floats) lies inside `dst`.
+            let row = unsafe { std::slice::from_raw_parts_mut(dst.add(p * h), h) };
+            for (i, d) in row.iter_mut().enumerate() {
+                *d = if i < spot.rows { src[i * taps] } else { 0.0 };
+            }
+            t += 1;
+            if t == taps {
+                t = 0;
+                o += 1;
+            }
+        }
     }
 
     /// The patches of a chunk packed from a table built once per chunk, for each panel and
@@ -1495,7 +1618,7 @@ mod patches {
     /// threads, then the rows split across them, each reading the shared panels in place.
     pub(super) fn gemm_rows_split(
         m: usize,
-        (a, a_rs): (&[f32], usize),
+        a: Weights<'_, f32>,
         x: PatchInput<'_, f32>,
         s: &Sizes,
         chunk: &Chunk,
@@ -1507,42 +1630,24 @@ mod patches {
         }
         let k = s.k();
         let n = chunk.ncols(s);
-        assert!(
-            m == 0 || k == 0 || (m - 1) * a_rs + k <= a.len(),
-            "GEMM: A out of bounds"
-        );
         let c = super::SharedMut(c);
         if k * n > PREPACKED_MAX {
             // Too large to keep packed (many threads make "few chunks" many columns): each
             // thread packs the panels its rows need, as for any other chunk.
-            return super::split_blocks(m, 16, |m0, rows| {
+            return super::split_blocks(m, super::ROW_UNIT, |m0, rows| {
                 // SAFETY: rows m0.. of C belong to this block only.
                 let cp = unsafe { c.get().add(m0 * ldc) };
-                gemm(rows, (&a[m0 * a_rs..], a_rs), x, s, chunk, cp, ldc)
+                gemm(rows, (a, m0), x, s, chunk, cp, ldc)
             });
         }
         let b = match IndexedPanels::new(x, s, chunk) {
             Some(panels) => Prepacked::new(&panels, k, n),
             None => Prepacked::new(&Panels::new(x, s, chunk), k, n),
         };
-        super::split_blocks(m, 16, |m0, rows| {
-            // SAFETY: rows m0.. + rows of A are in bounds (asserted above) and of C belong to
-            // this block only; the panels were packed for all n columns and K rows.
-            unsafe {
-                let cp = c.get().add(m0 * ldc);
-                sgemm_packed_b(
-                    rows,
-                    n,
-                    k,
-                    a.as_ptr().add(m0 * a_rs),
-                    a_rs,
-                    1,
-                    &b,
-                    cp,
-                    ldc,
-                    false,
-                )
-            }
+        super::split_blocks(m, super::ROW_UNIT, |m0, rows| {
+            // SAFETY: rows m0.. + rows of C belong to this block only; the panels were packed
+            // for all n columns and K rows.
+            unsafe { weights_times(rows, n, k, (a, m0), &b, c.get().add(m0 * ldc), ldc) }
         })
     }
 
@@ -2315,13 +2420,22 @@ fn gemm_split_m<T: ConvElem>(
 /// per rayon thread, and reports whether every call did its part (an implicit-GEMM call returns
 /// `false` without a fast path).
 fn split_blocks(n: usize, unit: usize, f: impl Fn(usize, usize) -> bool + Sync) -> bool {
-    let threads = rayon::current_num_threads().max(1);
-    let bl = n.div_ceil(threads).next_multiple_of(unit).max(unit);
+    let bl = split_block(n, unit);
     (0..n.div_ceil(bl))
         .into_par_iter()
         .map(|i| f(i * bl, bl.min(n - i * bl)))
         .all(|ok| ok)
 }
+
+/// Rows or columns per block of [`split_blocks`]: an even share per rayon thread, rounded up
+/// to `unit`.
+fn split_block(n: usize, unit: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    n.div_ceil(threads).next_multiple_of(unit).max(unit)
+}
+
+/// The row unit of forward GEMMs split across threads (a packed weight's segments follow it).
+const ROW_UNIT: usize = 16;
 
 /// Whether GEMMs may pack patches straight from the input (default): the forward, the twin
 /// convolution of the input gradient and the weight gradient. The explicit patch matrix stays
@@ -2338,7 +2452,7 @@ fn few(chunks: usize) -> bool {
 
 /// y (O, B*T'*H'*W') = W (O, K) x patches.
 pub(crate) fn forward<T: ConvElem>(x: &[T], w: &[T], s: &Sizes) -> Vec<T> {
-    forward_with(x, w, s, implicit_patches()).0
+    forward_with(x, w, None, s, implicit_patches()).0
 }
 
 /// The copy of a strided convolution's input its GEMMs packed patches from (see
@@ -2349,7 +2463,7 @@ pub(crate) type PatchCopy<T> = Option<(Vec<T>, InputLayout)>;
 /// [`forward`], also returning the input copy it packed from where the weight gradient packs
 /// from it too (spatial kernels; temporal and pointwise ones gather plain rows there).
 pub(crate) fn forward_keeping<T: ConvElem>(x: &[T], w: &[T], s: &Sizes) -> (Vec<T>, PatchCopy<T>) {
-    let (y, copy) = forward_with(x, w, s, implicit_patches());
+    let (y, copy) = forward_with(x, w, None, s, implicit_patches());
     (y, copy.filter(|_| implicit_dw(s)))
 }
 
@@ -2361,10 +2475,13 @@ fn implicit_dw(s: &Sizes) -> bool {
 }
 
 /// [`forward`], packing patches straight from `x` when `implicit` (and the path exists); with
-/// the input copy it packed from.
+/// the input copy it packed from. With `flip_of`, the weight is [`flip_transpose`]`(w,
+/// flip_of)` (`s` is then `flip_of`'s input-gradient twin), which a packed weight reads
+/// straight from `w`.
 fn forward_with<T: ConvElem>(
     x: &[T],
     w: &[T],
+    flip_of: Option<&Sizes>,
     s: &Sizes,
     implicit: bool,
 ) -> (Vec<T>, PatchCopy<T>) {
@@ -2378,10 +2495,18 @@ fn forward_with<T: ConvElem>(
     let chunks: Vec<Chunk> = tasks.into_iter().flatten().collect();
     debug_assert_eq!(chunks.iter().map(|c| c.ncols(s)).sum::<usize>(), p);
     // Patches packed straight from x where the element type and CPU allow it (f32, AVX-512).
-    let implicit = implicit
-        && chunks
-            .first()
-            .is_some_and(|c| T::gemm_patches(0, (w, k), PatchInput::plain(x), s, c, out.get(), p));
+    let probe = |c: &Chunk| {
+        T::gemm_patches(
+            0,
+            (Weights::Rows(w), 0),
+            PatchInput::plain(x),
+            s,
+            c,
+            out.get(),
+            p,
+        )
+    };
+    let implicit = implicit && chunks.first().is_some_and(probe);
     // A strided convolution packs from its input split into stride phases (see `patch_copy`).
     let copy = if implicit { patch_copy(x, s) } else { None };
     let input = PatchInput::of(x, copy.as_ref());
@@ -2393,6 +2518,35 @@ fn forward_with<T: ConvElem>(
     } else {
         chunks
     };
+    // The weight, packed once for all chunks and threads where the implicit path reads packed
+    // weights: in segments of the rows each thread takes when the chunks run one after
+    // another with their rows split, else whole.
+    let segment = if few(chunks.len()) {
+        split_block(s.o, ROW_UNIT)
+    } else {
+        s.o
+    };
+    // Only where several chunks read it: a GEMM of one chunk packs each block of its rows
+    // right before use, hot in cache, where a weight packed ahead would round-trip through
+    // memory (the deep layers' are megabytes).
+    let packed = (implicit && chunks.len() > 1)
+        .then(|| T::pack_weights(w, s, flip_of, segment))
+        .flatten();
+    let flipped = match (flip_of, &packed, implicit) {
+        (Some(f), None, false) => Some(flip_transpose(w, f)),
+        _ => None,
+    };
+    let weights = match (&packed, flip_of, &flipped) {
+        (Some(pa), _, _) => Weights::Packed(pa),
+        (None, _, Some(fw)) => Weights::Rows(fw.as_slice()),
+        (None, Some(of), None) => Weights::Flipped { w, of },
+        (None, None, _) => Weights::Rows(w),
+    };
+    // The explicit-patch GEMMs below read plain rows only.
+    let w = match weights {
+        Weights::Rows(rows) => rows,
+        _ => w,
+    };
     let run = |cols: &mut Vec<T>, c: &Chunk, split: bool| {
         let n = c.ncols(s);
         // SAFETY: columns col_start.. + n of every output row belong to this chunk only, and
@@ -2402,12 +2556,12 @@ fn forward_with<T: ConvElem>(
             let block = |m0: usize, rows: usize| {
                 // SAFETY: rows m0.. of the chunk's columns, inside the O x P buffer.
                 let c_rows = unsafe { dst.get().add(m0 * p) };
-                T::gemm_patches(rows, (&w[m0 * k..], k), input, s, c, c_rows, p)
+                T::gemm_patches(rows, (weights, m0), input, s, c, c_rows, p)
             };
             let done = if split && small {
-                T::gemm_patches_rows_split(s.o, (w, k), input, s, c, dst.get(), p)
+                T::gemm_patches_rows_split(s.o, weights, input, s, c, dst.get(), p)
             } else if split {
-                split_blocks(s.o, 16, block)
+                split_blocks(s.o, ROW_UNIT, block)
             } else {
                 block(0, s.o)
             };
@@ -2469,7 +2623,7 @@ pub(crate) fn backward_from<T: ConvElem>(
     let implicit_dw = implicit_dw(s);
     match twin {
         Some(t) => {
-            let dx = forward(dy, &flip_transpose(w, s), &t);
+            let dx = forward_with(dy, w, Some(s), &t, implicit_patches()).0;
             let (_, dw) = backward_scatter(x, copy, w, dy, s, false, implicit_dw);
             (dx, dw)
         }
@@ -2933,8 +3087,8 @@ mod tests {
             let w: Vec<f32> = (0..s.weight_len())
                 .map(|i| ((i * 104_729) % 997) as f32 / 400.0 - 1.2)
                 .collect();
-            let (a, kept) = forward_with(&x, &w, &s, true);
-            let (b, none) = forward_with(&x, &w, &s, false);
+            let (a, kept) = forward_with(&x, &w, None, &s, true);
+            let (b, none) = forward_with(&x, &w, None, &s, false);
             assert!(none.is_none(), "explicit patches keep no input copy");
             let same = |u: &[f32], v: &[f32]| {
                 u.len() == v.len() && u.iter().zip(v).all(|(p, q)| p.to_bits() == q.to_bits())
@@ -3248,7 +3402,7 @@ mod tests {
             };
             let (dx_ref, _) = backward_scatter(&x, None, &w, &dy, &s, true, false);
             // The twin itself, whatever `backward` is switched to.
-            let (dx, _) = forward_with(&dy, &flip_transpose(&w, &s), &t, false);
+            let (dx, _) = forward_with(&dy, &flip_transpose(&w, &s), None, &t, false);
             let err = max_diff(&dx, &dx_ref);
             assert!(err < 1e-12, "{kernel:?}: input gradient differs by {err}");
             if !scatter_dx() {
@@ -3258,7 +3412,15 @@ mod tests {
             // f32, with the twin's patches packed from dy where the CPU allows it.
             let to32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
             let (x32, w32, dy32) = (to32(&x), to32(&w), to32(&dy));
-            let (dx32, _) = forward_with(&dy32, &flip_transpose(&w32, &s), &t, true);
+            let (dx32, _) = forward_with(&dy32, &flip_transpose(&w32, &s), None, &t, true);
+            // The flipped weight packed straight from w: the same panels, so the same bits.
+            let (dx32_packed, _) = forward_with(&dy32, &w32, Some(&s), &t, true);
+            assert!(
+                dx32.iter()
+                    .zip(&dx32_packed)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{kernel:?}: the flipped weight packed from w differs"
+            );
             let (dx32_ref, _) = backward_scatter(&x32, None, &w32, &dy32, &s, true, false);
             let dx32: Vec<f64> = dx32.iter().map(|&a| a as f64).collect();
             let dx32_ref: Vec<f64> = dx32_ref.iter().map(|&a| a as f64).collect();

@@ -54,8 +54,9 @@ pub unsafe fn sgemm(
         if has_fast_path() {
             // SAFETY: avx512f was detected at run time; bounds are the caller's contract.
             unsafe {
+                let a = avx512::StridedA { a, a_rs, a_cs };
                 let b = avx512::Strided { b, b_rs, b_cs };
-                avx512::gemm(m, n, k, a, a_rs, a_cs, &b, c, ldc, accumulate)
+                avx512::gemm(m, n, k, &a, &b, c, ldc, accumulate)
             };
             return;
         }
@@ -144,7 +145,16 @@ pub(crate) unsafe fn sgemm_packed_b(
     #[cfg(target_arch = "x86_64")]
     // SAFETY: avx512f was detected at run time; bounds are the caller's contract.
     unsafe {
-        avx512::gemm(m, n, k, a, a_rs, a_cs, b, c, ldc, accumulate)
+        avx512::gemm(
+            m,
+            n,
+            k,
+            &avx512::StridedA { a, a_rs, a_cs },
+            b,
+            c,
+            ldc,
+            accumulate,
+        )
     };
     true
 }
@@ -167,6 +177,247 @@ pub(crate) unsafe fn transpose_panel(
 ) {
     // SAFETY: the caller's contract.
     unsafe { avx512::pack_transpose::<NR>(src, stride, valid, kc, dst) }
+}
+
+/// An A operand packed once into the fast path's micro-panels, for GEMMs that would each pack
+/// it again: a convolution's weight is the A of every column chunk and every thread.
+///
+/// Rows are grouped into segments of `segment` rows (the last may be shorter), each cut into
+/// panels from its own first row, so a GEMM over one segment (a thread's share of the rows)
+/// finds its panels as its own packing would have laid them out. Depth block `pc` (every
+/// [`DEPTH_BLOCK`] rows of B) holds all segments' panels, `kc` deep each, at `pc * rows_pad`.
+pub(crate) struct PackedA {
+    data: Vec<f32>,
+    m: usize,
+    k: usize,
+    segment: usize,
+    /// Padded rows of a full segment (panels of 12 rows, a short tail panel of 4 or 8).
+    segment_pad: usize,
+    /// Padded rows of all segments.
+    rows_pad: usize,
+}
+
+/// Where one A micro-panel goes: rows `row0..row0 + rows` of A and depth `pc..pc + kc`,
+/// written as `dst[p * height + i] = A(row0 + i, pc + p)` with zeros in rows `rows..height`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PanelSpot {
+    /// First row of A.
+    pub row0: usize,
+    /// Rows of A in the panel (at most 12).
+    pub rows: usize,
+    /// Packed height (4, 8 or 12).
+    pub height: usize,
+    /// First depth index.
+    pub pc: usize,
+    /// Depth of the panel.
+    pub kc: usize,
+}
+
+impl PackedA {
+    /// Packs the m x k matrix with element (i, p) at `a[i * a_rs + p * a_cs]`, or `None`
+    /// without the fast path (which alone reads packed A).
+    pub(crate) fn new(
+        m: usize,
+        k: usize,
+        segment: usize,
+        a: &[f32],
+        a_rs: usize,
+        a_cs: usize,
+    ) -> Option<Self> {
+        assert!(
+            m == 0 || k == 0 || (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
+            "packed A: source out of bounds"
+        );
+        let src = a.as_ptr() as usize;
+        Self::with(m, k, segment, |spot, dst| {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the spot's rows and depth lie inside A (asserted above); `dst` holds
+            // height x kc floats; the fast path (AVX-512F) is present, or `with` returns None.
+            unsafe {
+                let src = (src as *const f32).add(spot.row0 * a_rs + spot.pc * a_cs);
+                avx512::pack_panel_rows(src, a_rs, a_cs, spot.rows, spot.height, spot.kc, dst)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (spot, dst, src);
+        })
+    }
+
+    /// Packs panels written by `fill` (each spot in full, see [`PanelSpot`]), on the rayon
+    /// pool, or `None` without the fast path.
+    pub(crate) fn with(
+        m: usize,
+        k: usize,
+        segment: usize,
+        fill: impl Fn(PanelSpot, *mut f32) + Sync,
+    ) -> Option<Self> {
+        use rayon::prelude::*;
+        if !has_fast_path() {
+            return None;
+        }
+        let segment = segment.clamp(1, m.max(1));
+        let padded = |rows: usize| {
+            let full = rows / MR * MR;
+            full + if rows > full {
+                panel_height(rows - full)
+            } else {
+                0
+            }
+        };
+        let segment_pad = padded(segment);
+        let rows_pad = (m / segment) * segment_pad + padded(m % segment);
+        // Panels of every (depth block, row): (offset, spot).
+        let mut spots = Vec::new();
+        let mut pc = 0;
+        while pc < k {
+            let kc = KC.min(k - pc);
+            let mut row0 = 0;
+            let mut at = pc * rows_pad;
+            while row0 < m {
+                let seg_end = ((row0 / segment + 1) * segment).min(m);
+                let rows = MR.min(seg_end - row0);
+                let height = panel_height(rows);
+                spots.push((
+                    at,
+                    PanelSpot {
+                        row0,
+                        rows,
+                        height,
+                        pc,
+                        kc,
+                    },
+                ));
+                at += height * kc;
+                row0 += rows;
+            }
+            pc += KC;
+        }
+        let len = rows_pad * k;
+        let mut data: Vec<f32> = Vec::with_capacity(len);
+        let base = SendPtr(data.as_mut_ptr());
+        spots.par_iter().with_min_len(8).for_each(|&(at, spot)| {
+            // SAFETY: the spots tile 0..len: each depth block holds its panels one after
+            // another (height x kc each, rows_pad x kc in all) at pc * rows_pad.
+            fill(spot, unsafe { base.get().add(at) })
+        });
+        // SAFETY: every element was written by `fill` (each spot in full), and the spots tile
+        // the buffer (above).
+        unsafe { data.set_len(len) };
+        Some(Self {
+            data,
+            m,
+            k,
+            segment,
+            segment_pad,
+            rows_pad,
+        })
+    }
+}
+
+/// C = A·B or C += A·B like [`sgemm_packed_b`], with rows `m0..m0 + m` of A packed a block
+/// at a time by `fill` (see [`PanelSpot`]; it gets rows of A, counted from row 0), for an A
+/// that is not a strided matrix (a convolution's flipped weight). Returns `false`, doing
+/// nothing, without the fast path.
+///
+/// # Safety
+/// C as in [`sgemm`]; `fill` must write each spot in full, and `b` must be able to pack every
+/// panel of its k x n extent.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm_filled_a(
+    m: usize,
+    n: usize,
+    k: usize,
+    (fill, m0): (&(dyn Fn(PanelSpot, *mut f32) + Sync), usize),
+    b: &impl PackB,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) -> bool {
+    if !has_fast_path() {
+        return false;
+    }
+    // SAFETY: C's bounds are the caller's contract.
+    if unsafe { trivial(m, n, k, c, ldc, accumulate) } {
+        return true;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: avx512f was detected at run time; the rest is the caller's contract.
+    unsafe {
+        avx512::gemm(m, n, k, &avx512::Filled { fill, m0 }, b, c, ldc, accumulate)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (fill, m0, b);
+    true
+}
+
+/// A raw pointer the packing tasks share (they write disjoint panels).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to write disjoint regions of one buffer from different threads.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Packed height of an A panel holding `rows` valid rows: short tails use a 4- or 8-row kernel.
+#[inline(always)]
+fn panel_height(rows: usize) -> usize {
+    match rows {
+        0..=4 => 4,
+        5..=8 => 8,
+        _ => MR,
+    }
+}
+
+/// C = A·B or C += A·B like [`sgemm_packed_b`], with A the `m` rows of `a` from row `m0`:
+/// one whole segment (m0 a multiple of the segment length, m the segment's rows).
+/// Returns `false`, doing nothing, without the fast path.
+///
+/// # Safety
+/// C as in [`sgemm`]; `b` must be able to pack every panel of its k x n extent, with `k`
+/// equal to A's depth.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm_packed_ab(
+    m: usize,
+    n: usize,
+    k: usize,
+    (a, m0): (&PackedA, usize),
+    b: &impl PackB,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) -> bool {
+    if !has_fast_path() {
+        return false;
+    }
+    assert!(
+        k == a.k && m0.is_multiple_of(a.segment) && m0 < a.m && m == a.segment.min(a.m - m0),
+        "packed A: rows {m0}..+{m} or depth {k} are not one of its segments ({} rows in \
+         segments of {}, depth {})",
+        a.m,
+        a.segment,
+        a.k
+    );
+    // SAFETY: C's bounds are the caller's contract.
+    if unsafe { trivial(m, n, k, c, ldc, accumulate) } {
+        return true;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: avx512f was detected at run time; the panels of rows m0.. lie in `a.data` (the
+    // segment's offset inside each depth block); B and C are the caller's contract.
+    unsafe {
+        let src = avx512::Prepacked {
+            base: a.data.as_ptr(),
+            seg_off: m0 / a.segment * a.segment_pad,
+            rows_pad: a.rows_pad,
+        };
+        avx512::gemm(m, n, k, &src, b, c, ldc, accumulate)
+    };
+    true
 }
 
 /// True when the fast AVX-512 path is used on this CPU (runtime detection, cached).
@@ -239,7 +490,7 @@ unsafe fn fallback(
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::super::simd::low_lanes as lanes;
-    use super::{PackB, KC, MC, MR, NC, NR};
+    use super::{panel_height as panel_rows, PackB, KC, MC, MR, NC, NR};
     use core::arch::x86_64::*;
     use std::cell::RefCell;
 
@@ -294,15 +545,143 @@ mod avx512 {
         }
     }
 
+    /// Where the blocked loops get their packed A blocks.
+    pub(super) trait PackA {
+        /// The packed rows `ic..ic + mc` (ic a multiple of MC) at depth `pc..pc + kc`, as
+        /// consecutive micro-panels (`kc` x panel height each), packed into `buf` (room for
+        /// `mc` rounded up to MR, times `kc`) unless kept packed.
+        ///
+        /// # Safety
+        /// AVX-512F must be present; the rows and depth lie inside A.
+        unsafe fn block(
+            &self,
+            ic: usize,
+            pc: usize,
+            mc: usize,
+            kc: usize,
+            buf: *mut f32,
+        ) -> *const f32;
+    }
+
+    /// A strided m x k matrix: element (i, p) at `a[i * a_rs + p * a_cs]`.
+    pub(super) struct StridedA {
+        pub(super) a: *const f32,
+        pub(super) a_rs: usize,
+        pub(super) a_cs: usize,
+    }
+
+    impl PackA for StridedA {
+        unsafe fn block(
+            &self,
+            ic: usize,
+            pc: usize,
+            mc: usize,
+            kc: usize,
+            buf: *mut f32,
+        ) -> *const f32 {
+            // SAFETY: the caller's contract.
+            unsafe {
+                pack_a_block(
+                    self.a.add(ic * self.a_rs + pc * self.a_cs),
+                    self.a_rs,
+                    self.a_cs,
+                    mc,
+                    kc,
+                    buf,
+                );
+            }
+            buf
+        }
+    }
+
+    /// One segment of a [`super::PackedA`]: rows `ic..` of depth block `pc` start at
+    /// `base + pc * rows_pad + (seg_off + ic) * kc`.
+    pub(super) struct Prepacked {
+        pub(super) base: *const f32,
+        pub(super) seg_off: usize,
+        pub(super) rows_pad: usize,
+    }
+
+    impl PackA for Prepacked {
+        unsafe fn block(
+            &self,
+            ic: usize,
+            pc: usize,
+            _mc: usize,
+            kc: usize,
+            _buf: *mut f32,
+        ) -> *const f32 {
+            // SAFETY: the caller asks for rows and depth inside the segment, which `PackedA`
+            // laid out at this offset.
+            unsafe { self.base.add(pc * self.rows_pad + (self.seg_off + ic) * kc) }
+        }
+    }
+
+    /// Rows `m0..` of an A whose panels `fill` writes.
+    pub(super) struct Filled<'a> {
+        pub(super) fill: &'a (dyn Fn(super::PanelSpot, *mut f32) + Sync),
+        pub(super) m0: usize,
+    }
+
+    impl PackA for Filled<'_> {
+        unsafe fn block(
+            &self,
+            ic: usize,
+            pc: usize,
+            mc: usize,
+            kc: usize,
+            buf: *mut f32,
+        ) -> *const f32 {
+            let mut ir = 0;
+            while ir < mc {
+                let rows = MR.min(mc - ir);
+                let spot = super::PanelSpot {
+                    row0: self.m0 + ic + ir,
+                    rows,
+                    height: panel_rows(rows),
+                    pc,
+                    kc,
+                };
+                // SAFETY: the buffer holds mc rounded up to MR rows of kc (the caller's
+                // contract); panel ir starts at ir * kc and is at most MR x kc.
+                (self.fill)(spot, unsafe { buf.add(ir * kc) });
+                ir += MR;
+            }
+            buf
+        }
+    }
+
+    /// Packs one A micro-panel of `rows` rows (element (i, p) at `src[i * a_rs + p * a_cs]`)
+    /// `height` high and `kc` deep, zeros in rows `rows..height`.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; the rows and depth are in bounds; `dst` holds height x kc.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_panel_rows(
+        src: *const f32,
+        a_rs: usize,
+        a_cs: usize,
+        rows: usize,
+        height: usize,
+        kc: usize,
+        dst: *mut f32,
+    ) {
+        unsafe {
+            match height {
+                4 => pack_panel::<4>(src, a_rs, a_cs, rows, kc, dst),
+                8 => pack_panel::<8>(src, a_rs, a_cs, rows, kc, dst),
+                _ => pack_panel::<MR>(src, a_rs, a_cs, rows, kc, dst),
+            }
+        }
+    }
+
     /// Entry point of the fast path: borrows the thread's buffers and runs the blocked loops.
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn gemm(
         m: usize,
         n: usize,
         k: usize,
-        a: *const f32,
-        a_rs: usize,
-        a_cs: usize,
+        a: &impl PackA,
         b: &impl PackB,
         c: *mut f32,
         ldc: usize,
@@ -319,7 +698,7 @@ mod avx512 {
             let ap = abuf.get(a_len);
             let bp = bbuf.get(b_len);
             // SAFETY: buffers are sized for one block; avx512f is present (checked by the caller).
-            unsafe { blocked(m, n, k, a, a_rs, a_cs, b, c, ldc, accumulate, ap, bp) };
+            unsafe { blocked(m, n, k, a, b, c, ldc, accumulate, ap, bp) };
         };
         BUFS.with(|cell| match cell.try_borrow_mut() {
             Ok(mut bufs) => {
@@ -337,9 +716,7 @@ mod avx512 {
         m: usize,
         n: usize,
         k: usize,
-        a: *const f32,
-        a_rs: usize,
-        a_cs: usize,
+        a: &impl PackA,
         b: &impl PackB,
         c: *mut f32,
         ldc: usize,
@@ -354,7 +731,7 @@ mod avx512 {
                 while pc < k {
                     let kc = KC.min(k - pc);
                     let load_c = accumulate || pc > 0;
-                    pack_a_block(a.add(pc * a_cs), a_rs, a_cs, m, kc, abuf);
+                    let ap = a.block(0, pc, m, kc, abuf);
                     let mut jr = 0;
                     while jr < n {
                         let nr = NR.min(n - jr);
@@ -366,7 +743,7 @@ mod avx512 {
                                 bbuf.cast_const()
                             }
                         };
-                        run_panel(kc, abuf, m, bp, c.add(jr), ldc, nr, load_c);
+                        run_panel(kc, ap, m, bp, c.add(jr), ldc, nr, load_c);
                         jr += NR;
                     }
                     pc += KC;
@@ -393,7 +770,7 @@ mod avx512 {
                     let mut ic = 0;
                     while ic < m {
                         let mc = MC.min(m - ic);
-                        pack_a_block(a.add(ic * a_rs + pc * a_cs), a_rs, a_cs, mc, kc, abuf);
+                        let ap = a.block(ic, pc, mc, kc, abuf);
                         let mut jr = 0;
                         while jr < nc {
                             let nr = NR.min(nc - jr);
@@ -405,7 +782,7 @@ mod avx512 {
                             } else {
                                 bbuf.add(jr * kc).cast_const()
                             };
-                            run_panel(kc, abuf, mc, bp, cp, ldc, nr, load_c);
+                            run_panel(kc, ap, mc, bp, cp, ldc, nr, load_c);
                             jr += NR;
                         }
                         ic += MC;
@@ -628,16 +1005,6 @@ mod avx512 {
                 }
                 p += 16;
             }
-        }
-    }
-
-    /// Packed height of an A panel holding `mr` valid rows: short tails use a 4- or 8-row kernel.
-    #[inline(always)]
-    fn panel_rows(mr: usize) -> usize {
-        match mr {
-            0..=4 => 4,
-            5..=8 => 8,
-            _ => MR,
         }
     }
 
@@ -956,6 +1323,79 @@ mod tests {
                         acc,
                     },
                     &mut rng,
+                );
+            }
+        }
+    }
+
+    /// A packed once and read per segment gives the bits of packing it inside each GEMM:
+    /// segments shorter than, equal to and longer than a panel or a row block, tails of every
+    /// panel height, several depth blocks, and a transposed source.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn packed_a_segments_equal_the_strided_gemm() {
+        if !has_fast_path() {
+            eprintln!("no AVX-512: packed A does not exist here");
+            return;
+        }
+        let mut rng = Rng(21);
+        for &(m, n, k, segment, a_t) in &[
+            (64, 70, 576, 64, false),
+            (64, 70, 576, 32, true),
+            (512, 40, 600, 256, false),
+            (29, 33, 9, 7, false),
+            (300, 65, 257, 300, true),
+            (250, 17, 513, 124, false),
+            (5, 3, 1, 16, true),
+        ] {
+            let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
+            let a = rng.vec(m * k);
+            let b = rng.vec(k * n);
+            let packed = PackedA::new(m, k, segment, &a, a_rs, a_cs).expect("fast path");
+            for acc in [false, true] {
+                let c0 = rng.vec(m * n);
+                let mut want = c0.clone();
+                run(
+                    sgemm,
+                    (m, n, k),
+                    (&a, a_rs, a_cs),
+                    (&b, n, 1),
+                    &mut want,
+                    n,
+                    acc,
+                );
+                let mut got = c0.clone();
+                let b_src = avx512::Strided {
+                    b: b.as_ptr(),
+                    b_rs: n,
+                    b_cs: 1,
+                };
+                let mut m0 = 0;
+                while m0 < m {
+                    let rows = segment.min(m - m0);
+                    // SAFETY: rows m0.. of the m x n C are in bounds; B is k x n.
+                    let done = unsafe {
+                        sgemm_packed_ab(
+                            rows,
+                            n,
+                            k,
+                            (&packed, m0),
+                            &b_src,
+                            got.as_mut_ptr().add(m0 * n),
+                            n,
+                            acc,
+                        )
+                    };
+                    assert!(done);
+                    m0 += rows;
+                }
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(g, w)| g.to_bits() == w.to_bits());
+                assert!(
+                    same,
+                    "m {m} n {n} k {k} segment {segment} transposed {a_t} acc {acc}"
                 );
             }
         }
