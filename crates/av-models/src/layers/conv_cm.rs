@@ -1237,9 +1237,65 @@ mod patches {
         let taps: usize = of.g.kernel.iter().product();
         assert_eq!(w.len(), of.weight_len(), "flipped weight: wrong length");
         let c = of.c;
-        // SAFETY (of the call below): a spot's `dst` holds height x kc floats (the
-        // `PackedA::with` and `sgemm_filled_a` contracts).
-        move |spot, dst| unsafe { flipped_panel(w, c, taps, spot, dst) }
+        move |spot, dst| {
+            // The source rows and taps a panel reads, checked once per panel.
+            let o_end = (spot.pc + spot.kc).div_ceil(taps);
+            assert!(
+                spot.rows >= 1 && spot.row0 + spot.rows <= c && o_end * c * taps <= w.len(),
+                "flipped weight: panel {spot:?} outside the weight"
+            );
+            // SAFETY: a spot's `dst` holds height x kc floats (the `PackedA::with` and
+            // `sgemm_filled_a` contracts); the reads are inside `w` (asserted above); both
+            // run only on the fast path, where AVX-512F is present.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                flipped_panel_avx512(w, c, taps, spot, dst)
+            }
+            // SAFETY: as above.
+            #[cfg(not(target_arch = "x86_64"))]
+            unsafe {
+                flipped_panel(w, c, taps, spot, dst)
+            }
+        }
+    }
+
+    /// [`flipped_panel`] with one masked gather per panel row.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; `dst` valid for `spot.height * spot.kc` writes; the rows
+    /// `row0..row0 + rows` (at least one) of every output channel the depth range reads lie
+    /// inside `w`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn flipped_panel_avx512(
+        w: &[f32],
+        c: usize,
+        taps: usize,
+        spot: PanelSpot,
+        dst: *mut f32,
+    ) {
+        use std::arch::x86_64::*;
+        let h = spot.height;
+        let (read, write) = (low_lanes(spot.rows), low_lanes(h));
+        // Lane i reads input channel row0 + i: `taps` values further each.
+        let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(taps as i32));
+        let zero = _mm512_setzero_ps();
+        let (mut o, mut t) = (spot.pc / taps, spot.pc % taps);
+        for p in 0..spot.kc {
+            let base = (o * c + spot.row0) * taps + (taps - 1 - t);
+            // SAFETY: the lanes read w[base + i * taps] for i < rows, inside `w` (the caller's
+            // contract); lanes rows..h are stored as zeros into row p of the panel.
+            unsafe {
+                let v = _mm512_mask_i32gather_ps::<4>(zero, read, idx, w.as_ptr().add(base).cast());
+                _mm512_mask_storeu_ps(dst.add(p * h), write, v);
+            }
+            t += 1;
+            if t == taps {
+                t = 0;
+                o += 1;
+            }
+        }
     }
 
     /// See [`super::ConvElem::pack_weights`].
@@ -1265,10 +1321,13 @@ mod patches {
     }
 
     /// One micro-panel of the flipped, transposed weight, read straight from `w` (O, C, taps):
-    /// `dst[p * height + i] = w[o, row0 + i, taps - 1 - t]` for depth pc + p = o * taps + t.
+    /// `dst[p * height + i] = w[o, row0 + i, taps - 1 - t]` for depth pc + p = o * taps + t,
+    /// zeros in rows `rows..height` (the portable path, and the definition the AVX-512 one is
+    /// tested against).
     ///
     /// # Safety
     /// `dst` must be valid for `spot.height * spot.kc` writes.
+    #[cfg_attr(all(target_arch = "x86_64", not(test)), allow(dead_code))]
     unsafe fn flipped_panel(w: &[f32], c: usize, taps: usize, spot: PanelSpot, dst: *mut f32) {
         let h = spot.height;
         let (mut o, mut t) = (spot.pc / taps, spot.pc % taps);
@@ -2089,6 +2148,54 @@ mod patches {
     mod tests {
         use super::super::{patch_copy, phase_split, CmGeometry};
         use super::*;
+
+        /// The gathered panels of the flipped weight hold the definition's values: every
+        /// panel height, short row tails, and depth blocks starting inside a tap group.
+        #[test]
+        #[cfg(target_arch = "x86_64")]
+        fn gathered_flipped_panels_equal_the_definition() {
+            if !super::super::super::sgemm::has_fast_path() {
+                eprintln!("no AVX-512: the gathered panels do not exist here");
+                return;
+            }
+            let (o, c, taps) = (7, 29, 9);
+            let w: Vec<f32> = (0..o * c * taps).map(|i| i as f32 * 0.5 - 3.0).collect();
+            for (row0, rows, height, pc, kc) in [
+                (0, 12, 12, 0, 63),
+                (12, 12, 12, 5, 40),
+                (24, 5, 8, 17, 30),
+                (24, 3, 4, 0, 1),
+                (28, 1, 4, 62, 1),
+            ] {
+                let spot = PanelSpot {
+                    row0,
+                    rows,
+                    height,
+                    pc,
+                    kc,
+                };
+                let mut want = vec![f32::NAN; height * kc];
+                let mut got = vec![f32::NAN; height * kc];
+                // SAFETY: both buffers hold height x kc floats; the spots read rows and taps
+                // inside the 7 x 29 x 9 weight; AVX-512F is present.
+                unsafe {
+                    flipped_panel(&w, c, taps, spot, want.as_mut_ptr());
+                    flipped_panel_avx512(&w, c, taps, spot, got.as_mut_ptr());
+                }
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{spot:?}"
+                );
+                // Row 0 of the panel: tap taps - 1 - t of input channel row0 + i.
+                let (oo, t) = (pc / taps, pc % taps);
+                for i in 0..rows {
+                    assert_eq!(want[i], w[(oo * c + row0 + i) * taps + taps - 1 - t]);
+                }
+                assert!(want[rows..height].iter().all(|&v| v == 0.0));
+            }
+        }
 
         /// Every panel row from the table (shifted loads or gathers) holds the bits copying
         /// runs gives, on every chunk shape: whole items, row chunks starting mid-item, one
