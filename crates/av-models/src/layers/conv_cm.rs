@@ -1282,7 +1282,17 @@ mod patches {
         let idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(taps as i32));
         let zero = _mm512_setzero_ps();
         let (mut o, mut t) = (spot.pc / taps, spot.pc % taps);
+        // Successive output channels are C * taps values apart, beyond the hardware
+        // prefetcher's reach: fetch the block (rows x taps values) a few channels ahead.
+        const AHEAD: usize = 2;
+        let block = spot.rows * taps;
         for p in 0..spot.kc {
+            if t == 0 || p == 0 {
+                let ahead = ((o + AHEAD) * c + spot.row0) * taps;
+                if ahead + block <= w.len() {
+                    super::prefetch(&w[ahead..ahead + block]);
+                }
+            }
             let base = (o * c + spot.row0) * taps + (taps - 1 - t);
             // SAFETY: the lanes read w[base + i * taps] for i < rows, inside `w` (the caller's
             // contract); lanes rows..h are stored as zeros into row p of the panel.
