@@ -52,9 +52,13 @@ pub fn zeroed_f64(n: usize) -> Vec<f64> {
 /// transparent huge pages, so the buffers carved from them later fault in 2 MiB at a time.
 /// The encoders' GEMMs and patch packing walk rows and channels pages apart, and in a virtual
 /// machine each 4 KiB TLB miss is a two-level page walk: with the heap in huge pages the
-/// audio encoder's training step ran about 5 % faster and the video encoder's about 4 %
+/// audio encoder's training step ran about 4.5 % faster and the video encoder's about 2.5 %
 /// (alternating runs, docs/performance/models.md, session 12). The heap beyond the reserve,
-/// and worker threads' own arenas, keep ordinary pages. Setting
+/// and worker threads' own arenas, keep ordinary pages; so does the reserve when glibc cannot
+/// grow the heap, trims it on the spot (more than 64 MiB already free at its top), or is
+/// asked to fill freed memory (`MALLOC_PERTURB_`, which would write the whole block: then it
+/// is skipped). Under strict overcommit (`vm.overcommit_memory = 2`) the reserve counts
+/// against the commit limit while it lasts. Setting
 /// `REPLAI_RETURN_MEMORY=1` in the environment skips it. Returns whether it took effect
 /// (glibc on Linux only).
 pub fn keep_freed_memory() -> bool {
@@ -78,7 +82,8 @@ fn keep_freed_memory_impl() -> bool {
     // The reserve is freed back into the top of the heap, which stays (it is under the trim
     // threshold), so later blocks are carved from the advised range.
     const _: () = assert!(HUGE_HEAP_RESERVE < TRIM_THRESHOLD as usize);
-    if kept {
+    let perturb = std::env::var_os("MALLOC_PERTURB_").is_some_and(|v| !v.is_empty() && v != "0");
+    if kept && !perturb {
         // SAFETY: a plain malloc/free pair; the block is never read or written, and the advice
         // only changes how its pages will be backed once the heap hands them out.
         unsafe {

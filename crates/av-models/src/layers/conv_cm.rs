@@ -1225,37 +1225,41 @@ mod patches {
                     m0 + m <= of.c && k * of.c == of.weight_len(),
                     "GEMM: flipped A out of bounds"
                 );
-                // SAFETY: the fill writes each spot in full and reads inside `w` (checked
-                // slices); the rest is the caller's.
+                // SAFETY: the fill writes every value of the panel it is given; the rest is the
+                // caller's.
                 unsafe { sgemm_filled_a(m, n, k, (&fill, m0), b, c, ldc, false) }
             }
         }
     }
 
-    /// Writes panels of the twin weight of `of` ([`super::flip_transpose`]`(w, of)`) from `w`.
-    fn flipped_fill<'a>(w: &'a [f32], of: &Sizes) -> impl Fn(PanelSpot, *mut f32) + Sync + 'a {
+    /// Writes panels of the twin weight of `of` ([`super::flip_transpose`]`(w, of)`) from `w`,
+    /// every value of the slice it is given.
+    fn flipped_fill<'a>(
+        w: &'a [f32],
+        of: &Sizes,
+    ) -> impl Fn(PanelSpot, &mut [MaybeUninit<f32>]) + Sync + 'a {
         let taps: usize = of.g.kernel.iter().product();
         assert_eq!(w.len(), of.weight_len(), "flipped weight: wrong length");
         let c = of.c;
         move |spot, dst| {
-            // The source rows and taps a panel reads, checked once per panel.
+            // The panel's size, and the source rows and taps it reads, checked once per panel.
             let o_end = (spot.pc + spot.kc).div_ceil(taps);
             assert!(
-                spot.rows >= 1 && spot.row0 + spot.rows <= c && o_end * c * taps <= w.len(),
-                "flipped weight: panel {spot:?} outside the weight"
+                dst.len() == spot.height * spot.kc
+                    && (1..=spot.height).contains(&spot.rows)
+                    && spot.height <= 16
+                    && spot.row0 + spot.rows <= c
+                    && o_end * c * taps <= w.len(),
+                "flipped weight: panel {spot:?} outside the weight or its buffer"
             );
-            // SAFETY: a spot's `dst` holds height x kc floats (the `PackedA::with` and
-            // `sgemm_filled_a` contracts); the reads are inside `w` (asserted above); both
-            // run only on the fast path, where AVX-512F is present.
             #[cfg(target_arch = "x86_64")]
-            unsafe {
-                flipped_panel_avx512(w, c, taps, spot, dst)
+            if super::super::simd::has_avx512() {
+                // SAFETY: AVX-512F is present; `dst` holds height x kc values and the reads
+                // are inside `w` (both asserted above).
+                unsafe { flipped_panel_avx512(w, c, taps, spot, dst.as_mut_ptr().cast()) };
+                return;
             }
-            // SAFETY: as above.
-            #[cfg(not(target_arch = "x86_64"))]
-            unsafe {
-                flipped_panel(w, c, taps, spot, dst)
-            }
+            flipped_panel(w, c, taps, spot, dst)
         }
     }
 
@@ -1327,27 +1331,28 @@ mod patches {
             (m, k),
             (f.o, f.c)
         );
-        PackedA::with(m, k, segment, flipped_fill(w, f))
+        // SAFETY: the fill writes every value of each panel (rows past `rows` as zeros).
+        unsafe { PackedA::with(m, k, segment, &flipped_fill(w, f)) }
     }
 
     /// One micro-panel of the flipped, transposed weight, read straight from `w` (O, C, taps):
     /// `dst[p * height + i] = w[o, row0 + i, taps - 1 - t]` for depth pc + p = o * taps + t,
-    /// zeros in rows `rows..height` (the portable path, and the definition the AVX-512 one is
-    /// tested against).
-    ///
-    /// # Safety
-    /// `dst` must be valid for `spot.height * spot.kc` writes.
-    #[cfg_attr(all(target_arch = "x86_64", not(test)), allow(dead_code))]
-    unsafe fn flipped_panel(w: &[f32], c: usize, taps: usize, spot: PanelSpot, dst: *mut f32) {
+    /// zeros in rows `rows..height`. The definition [`flipped_panel_avx512`] is tested
+    /// against, and the fill's path without AVX-512 (which the GEMMs never take today).
+    fn flipped_panel(
+        w: &[f32],
+        c: usize,
+        taps: usize,
+        spot: PanelSpot,
+        dst: &mut [MaybeUninit<f32>],
+    ) {
         let h = spot.height;
         let (mut o, mut t) = (spot.pc / taps, spot.pc % taps);
-        for p in 0..spot.kc {
+        for row in dst.chunks_exact_mut(h).take(spot.kc) {
             let base = (o * c + spot.row0) * taps + (taps - 1 - t);
             let src = &w[base..base + (spot.rows - 1) * taps + 1];
-            // SAFETY: row p of the panel (h floats) lies inside `dst`.
-            let row = unsafe { std::slice::from_raw_parts_mut(dst.add(p * h), h) };
             for (i, d) in row.iter_mut().enumerate() {
-                *d = if i < spot.rows { src[i * taps] } else { 0.0 };
+                d.write(if i < spot.rows { src[i * taps] } else { 0.0 });
             }
             t += 1;
             if t == taps {
@@ -2186,12 +2191,14 @@ mod patches {
                 };
                 let mut want = vec![f32::NAN; height * kc];
                 let mut got = vec![f32::NAN; height * kc];
-                // SAFETY: both buffers hold height x kc floats; the spots read rows and taps
-                // inside the 7 x 29 x 9 weight; AVX-512F is present.
-                unsafe {
-                    flipped_panel(&w, c, taps, spot, want.as_mut_ptr());
-                    flipped_panel_avx512(&w, c, taps, spot, got.as_mut_ptr());
-                }
+                // SAFETY: a slice of initialised f32 viewed as MaybeUninit (same layout), for
+                // the definition to write.
+                let want_u =
+                    unsafe { std::slice::from_raw_parts_mut(want.as_mut_ptr().cast(), want.len()) };
+                flipped_panel(&w, c, taps, spot, want_u);
+                // SAFETY: `got` holds height x kc floats; the spots read rows and taps inside
+                // the 7 x 29 x 9 weight; AVX-512F is present.
+                unsafe { flipped_panel_avx512(&w, c, taps, spot, got.as_mut_ptr()) };
                 assert!(
                     got.iter()
                         .zip(&want)
@@ -2732,8 +2739,9 @@ pub(crate) fn backward_from<T: ConvElem>(
     s: &Sizes,
     need_dx: bool,
 ) -> (Vec<T>, Vec<T>) {
-    // Maps under 256 columns keep the scatter: flipping the weight costs O * K moves, which a
-    // GEMM over so few columns does not repay.
+    // Maps under 256 columns keep the scatter: the twin's weight (flipped and transposed,
+    // whether built or gathered into panels) costs O * K moves, which a GEMM over so few
+    // columns does not repay.
     let twin = (need_dx && s.cols() >= 256 && !scatter_dx())
         .then(|| s.transposed())
         .flatten();
@@ -3495,6 +3503,8 @@ mod tests {
             ([3, 3, 3], [0, 2, 1], [2, 2, 4, 10, 12], 4),
             ([1, 1, 1], [0, 0, 0], [6, 2, 2, 11, 13], 7),
             ([1, 3, 3], [0, 1, 1], [20, 2, 1, 12, 13], 19),
+            // Several column chunks: the twin's weight is packed once (`PackedA`) from w.
+            ([1, 3, 3], [0, 1, 1], [20, 2, 2, 40, 40], 19),
         ];
         for (kernel, pad, dims, o) in cases {
             let g = CmGeometry {

@@ -791,15 +791,20 @@ fn masked_sums_avx512(g: &[f32], x: &[f32], m: f64, mask: Option<[f64; 2]>) -> (
     (s_g + t_g, s_gx + t_gx)
 }
 /// [`ChainElem::sums`] for f32: explicit AVX-512 where available (LLVM leaves the portable
-/// loop's two lane-wise accumulators scalar), the portable loop otherwise. Both give the same
-/// bits: per-lane f32 sums over the same blocks, added up lane by lane in f64.
+/// loop's two lane-wise accumulators scalar), the portable loop (AVX2 build where the CPU has
+/// it) otherwise. All give the same bits: per-lane f32 sums over the same blocks, added up
+/// lane by lane in f64.
 fn sums_f32(x: &[f32], m: f64) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx512() {
         // SAFETY: AVX-512 F/DQ were detected at run time.
         return unsafe { sums_avx512(x, m) };
     }
-    k32::sums(x, m)
+    sums_portable_f32(x, m)
+}
+
+dispatch! {
+    fn sums_portable_f32(x: &[f32], m: f64) -> (f64, f64) => k32::sums
 }
 
 /// `k32::sums` with the 16 lanes in one register per sum: the same operations on the same
@@ -1221,9 +1226,18 @@ mod tests {
             state ^= state << 17;
             (state >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 3.0
         };
+        #[cfg(target_arch = "x86_64")]
+        if !super::super::simd::has_avx512() {
+            eprintln!("no AVX-512: the vectorised sums do not run here");
+            return;
+        }
         for len in [0, 1, 15, 16, 17, 1023, 1024, 1025, 2048 + 37, 20160] {
             let x: Vec<f32> = (0..len).map(|_| next()).collect();
             for m in [0.0, 0.7, -2.5] {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX-512 F/DQ are present (checked above).
+                let (s, s2) = unsafe { super::sums_avx512(&x, m) };
+                #[cfg(not(target_arch = "x86_64"))]
                 let (s, s2) = super::sums_f32(&x, m);
                 let (p, p2) = super::k32::sums(&x, m);
                 assert_eq!(

@@ -5,6 +5,8 @@
 //! where its source keeps them packed: `PackB::packed`) and A into 12×KC micro-panels (both
 //! zero-padded), loop order NC → KC → MC → jr → ir.
 
+use std::mem::MaybeUninit;
+
 /// Rows of C computed by one microkernel call (12 broadcasts of packed A per k).
 const MR: usize = 12;
 /// Columns of C computed by one microkernel call (two zmm vectors of packed B per k).
@@ -135,6 +137,36 @@ pub(crate) unsafe fn sgemm_packed_b(
     ldc: usize,
     accumulate: bool,
 ) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller's contract.
+    unsafe {
+        let a = avx512::StridedA { a, a_rs, a_cs };
+        fast_gemm(m, n, k, &a, b, c, ldc, accumulate)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (m, n, k, a, a_rs, a_cs, b, c, ldc, accumulate);
+        false
+    }
+}
+
+/// The fast path's entry for any A source: `false` without AVX-512, the empty products, then
+/// the blocked loops.
+///
+/// # Safety
+/// A, B and C as the public entry points require.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fast_gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &impl avx512::PackA,
+    b: &impl PackB,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) -> bool {
     if !has_fast_path() {
         return false;
     }
@@ -142,20 +174,8 @@ pub(crate) unsafe fn sgemm_packed_b(
     if unsafe { trivial(m, n, k, c, ldc, accumulate) } {
         return true;
     }
-    #[cfg(target_arch = "x86_64")]
     // SAFETY: avx512f was detected at run time; bounds are the caller's contract.
-    unsafe {
-        avx512::gemm(
-            m,
-            n,
-            k,
-            &avx512::StridedA { a, a_rs, a_cs },
-            b,
-            c,
-            ldc,
-            accumulate,
-        )
-    };
+    unsafe { avx512::gemm(m, n, k, a, b, c, ldc, accumulate) };
     true
 }
 
@@ -197,6 +217,9 @@ pub(crate) struct PackedA {
     rows_pad: usize,
 }
 
+/// Writes one A micro-panel (see [`PanelSpot`]) into the `height * kc` values it is given.
+pub(crate) type PanelFill<'a> = dyn Fn(PanelSpot, &mut [MaybeUninit<f32>]) + Sync + 'a;
+
 /// Where one A micro-panel goes: rows `row0..row0 + rows` of A and depth `pc..pc + kc`,
 /// written as `dst[p * height + i] = A(row0 + i, pc + p)` with zeros in rows `rows..height`.
 #[derive(Debug, Clone, Copy)]
@@ -229,26 +252,34 @@ impl PackedA {
             "packed A: source out of bounds"
         );
         let src = a.as_ptr() as usize;
-        Self::with(m, k, segment, |spot, dst| {
+        let fill = |spot: PanelSpot, dst: &mut [MaybeUninit<f32>]| {
+            assert_eq!(dst.len(), spot.height * spot.kc, "packed A: panel size");
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the spot's rows and depth lie inside A (asserted above); `dst` holds
-            // height x kc floats; the fast path (AVX-512F) is present, or `with` returns None.
+            // height x kc floats, all of which the pack writes; the fast path (AVX-512F) is
+            // present, or `with` returns None before filling.
             unsafe {
                 let src = (src as *const f32).add(spot.row0 * a_rs + spot.pc * a_cs);
+                let dst = dst.as_mut_ptr().cast::<f32>();
                 avx512::pack_panel_rows(src, a_rs, a_cs, spot.rows, spot.height, spot.kc, dst)
             }
             #[cfg(not(target_arch = "x86_64"))]
             let _ = (spot, dst, src);
-        })
+        };
+        // SAFETY: the fill writes every value of each panel (the pack zero-pads rows past
+        // `rows`).
+        unsafe { Self::with(m, k, segment, &fill) }
     }
 
-    /// Packs panels written by `fill` (each spot in full, see [`PanelSpot`]), on the rayon
-    /// pool, or `None` without the fast path.
-    pub(crate) fn with(
+    /// Packs panels written by `fill` on the rayon pool, or `None` without the fast path.
+    ///
+    /// # Safety
+    /// `fill` must write every value of the slice it is given.
+    pub(crate) unsafe fn with(
         m: usize,
         k: usize,
         segment: usize,
-        fill: impl Fn(PanelSpot, *mut f32) + Sync,
+        fill: &PanelFill<'_>,
     ) -> Option<Self> {
         use rayon::prelude::*;
         if !has_fast_path() {
@@ -296,11 +327,18 @@ impl PackedA {
         let base = SendPtr(data.as_mut_ptr());
         spots.par_iter().with_min_len(8).for_each(|&(at, spot)| {
             // SAFETY: the spots tile 0..len: each depth block holds its panels one after
-            // another (height x kc each, rows_pad x kc in all) at pc * rows_pad.
-            fill(spot, unsafe { base.get().add(at) })
+            // another (height x kc each, rows_pad x kc in all) at pc * rows_pad, so each task
+            // gets a disjoint piece of the allocation.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(
+                    base.get().add(at).cast::<MaybeUninit<f32>>(),
+                    spot.height * spot.kc,
+                )
+            };
+            fill(spot, dst)
         });
-        // SAFETY: every element was written by `fill` (each spot in full), and the spots tile
-        // the buffer (above).
+        // SAFETY: every element was written by `fill` (each spot in full: the caller's
+        // contract), and the spots tile the buffer (above).
         unsafe { data.set_len(len) };
         Some(Self {
             data,
@@ -319,34 +357,29 @@ impl PackedA {
 /// nothing, without the fast path.
 ///
 /// # Safety
-/// C as in [`sgemm`]; `fill` must write each spot in full, and `b` must be able to pack every
-/// panel of its k x n extent.
+/// C as in [`sgemm`]; `fill` must write every value of the slice it is given, and `b` must be
+/// able to pack every panel of its k x n extent.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm_filled_a(
     m: usize,
     n: usize,
     k: usize,
-    (fill, m0): (&(dyn Fn(PanelSpot, *mut f32) + Sync), usize),
+    (fill, m0): (&PanelFill<'_>, usize),
     b: &impl PackB,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
 ) -> bool {
-    if !has_fast_path() {
-        return false;
-    }
-    // SAFETY: C's bounds are the caller's contract.
-    if unsafe { trivial(m, n, k, c, ldc, accumulate) } {
-        return true;
-    }
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: avx512f was detected at run time; the rest is the caller's contract.
+    // SAFETY: the caller's contract.
     unsafe {
-        avx512::gemm(m, n, k, &avx512::Filled { fill, m0 }, b, c, ldc, accumulate)
-    };
+        fast_gemm(m, n, k, &avx512::Filled { fill, m0 }, b, c, ldc, accumulate)
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (fill, m0, b);
-    true
+    {
+        let _ = (m, n, k, fill, m0, b, c, ldc, accumulate);
+        false
+    }
 }
 
 /// A raw pointer the packing tasks share (they write disjoint panels).
@@ -391,9 +424,6 @@ pub(crate) unsafe fn sgemm_packed_ab(
     ldc: usize,
     accumulate: bool,
 ) -> bool {
-    if !has_fast_path() {
-        return false;
-    }
     assert!(
         k == a.k && m0.is_multiple_of(a.segment) && m0 < a.m && m == a.segment.min(a.m - m0),
         "packed A: rows {m0}..+{m} or depth {k} are not one of its segments ({} rows in \
@@ -402,22 +432,22 @@ pub(crate) unsafe fn sgemm_packed_ab(
         a.segment,
         a.k
     );
-    // SAFETY: C's bounds are the caller's contract.
-    if unsafe { trivial(m, n, k, c, ldc, accumulate) } {
-        return true;
-    }
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: avx512f was detected at run time; the panels of rows m0.. lie in `a.data` (the
-    // segment's offset inside each depth block); B and C are the caller's contract.
+    // SAFETY: the panels of rows m0.. lie in `a.data` (the segment's offset inside each depth
+    // block, checked above); B and C are the caller's contract.
     unsafe {
         let src = avx512::Prepacked {
             base: a.data.as_ptr(),
             seg_off: m0 / a.segment * a.segment_pad,
             rows_pad: a.rows_pad,
         };
-        avx512::gemm(m, n, k, &src, b, c, ldc, accumulate)
-    };
-    true
+        fast_gemm(m, n, k, &src, b, c, ldc, accumulate)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (m, n, k, a, m0, b, c, ldc, accumulate);
+        false
+    }
 }
 
 /// True when the fast AVX-512 path is used on this CPU (runtime detection, cached).
@@ -619,7 +649,7 @@ mod avx512 {
 
     /// Rows `m0..` of an A whose panels `fill` writes.
     pub(super) struct Filled<'a> {
-        pub(super) fill: &'a (dyn Fn(super::PanelSpot, *mut f32) + Sync),
+        pub(super) fill: &'a super::PanelFill<'a>,
         pub(super) m0: usize,
     }
 
@@ -643,8 +673,14 @@ mod avx512 {
                     kc,
                 };
                 // SAFETY: the buffer holds mc rounded up to MR rows of kc (the caller's
-                // contract); panel ir starts at ir * kc and is at most MR x kc.
-                (self.fill)(spot, unsafe { buf.add(ir * kc) });
+                // contract); panel ir starts at ir * kc and is height <= MR rows of kc.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        buf.add(ir * kc).cast::<std::mem::MaybeUninit<f32>>(),
+                        spot.height * kc,
+                    )
+                };
+                (self.fill)(spot, dst);
                 ir += MR;
             }
             buf
@@ -1328,12 +1364,14 @@ mod tests {
         }
     }
 
-    /// A packed once and read per segment gives the bits of packing it inside each GEMM:
-    /// segments shorter than, equal to and longer than a panel or a row block, tails of every
-    /// panel height, several depth blocks, and a transposed source.
+    /// A packed once and read per segment, or packed a block at a time by a fill (rows
+    /// counted from row 0, each GEMM starting at its segment's row), gives the bits of packing
+    /// it inside each GEMM: segments shorter than, equal to and longer than a panel or a row
+    /// block (up to more rows than one A block), tails of every panel height, several depth
+    /// blocks, and a transposed source.
     #[test]
     #[cfg(target_arch = "x86_64")]
-    fn packed_a_segments_equal_the_strided_gemm() {
+    fn packed_and_filled_a_equal_the_strided_gemm() {
         if !has_fast_path() {
             eprintln!("no AVX-512: packed A does not exist here");
             return;
@@ -1352,7 +1390,20 @@ mod tests {
             let a = rng.vec(m * k);
             let b = rng.vec(k * n);
             let packed = PackedA::new(m, k, segment, &a, a_rs, a_cs).expect("fast path");
-            for acc in [false, true] {
+            let fill = |spot: PanelSpot, dst: &mut [MaybeUninit<f32>]| {
+                for (p, row) in dst.chunks_exact_mut(spot.height).enumerate() {
+                    for (i, d) in row.iter_mut().enumerate() {
+                        let at = (spot.row0 + i) * a_rs + (spot.pc + p) * a_cs;
+                        d.write(if i < spot.rows { a[at] } else { 0.0 });
+                    }
+                }
+            };
+            let b_src = avx512::Strided {
+                b: b.as_ptr(),
+                b_rs: n,
+                b_cs: 1,
+            };
+            for (acc, filled) in [(false, false), (true, false), (false, true), (true, true)] {
                 let c0 = rng.vec(m * n);
                 let mut want = c0.clone();
                 run(
@@ -1365,29 +1416,19 @@ mod tests {
                     acc,
                 );
                 let mut got = c0.clone();
-                let b_src = avx512::Strided {
-                    b: b.as_ptr(),
-                    b_rs: n,
-                    b_cs: 1,
-                };
-                let mut m0 = 0;
-                while m0 < m {
+                for m0 in (0..m).step_by(segment) {
                     let rows = segment.min(m - m0);
-                    // SAFETY: rows m0.. of the m x n C are in bounds; B is k x n.
+                    let c = got[m0 * n..].as_mut_ptr();
+                    // SAFETY: rows m0.. of the m x n C are in bounds; B is k x n; the fill
+                    // writes every value of its panel.
                     let done = unsafe {
-                        sgemm_packed_ab(
-                            rows,
-                            n,
-                            k,
-                            (&packed, m0),
-                            &b_src,
-                            got.as_mut_ptr().add(m0 * n),
-                            n,
-                            acc,
-                        )
+                        if filled {
+                            sgemm_filled_a(rows, n, k, (&fill, m0), &b_src, c, n, acc)
+                        } else {
+                            sgemm_packed_ab(rows, n, k, (&packed, m0), &b_src, c, n, acc)
+                        }
                     };
                     assert!(done);
-                    m0 += rows;
                 }
                 let same = got
                     .iter()
@@ -1395,7 +1436,7 @@ mod tests {
                     .all(|(g, w)| g.to_bits() == w.to_bits());
                 assert!(
                     same,
-                    "m {m} n {n} k {k} segment {segment} transposed {a_t} acc {acc}"
+                    "m {m} n {n} k {k} segment {segment} transposed {a_t} acc {acc} filled {filled}"
                 );
             }
         }
