@@ -2656,20 +2656,14 @@ fn forward_with<T: ConvElem>(
     let packed = (implicit && chunks.len() > 1)
         .then(|| T::pack_weights(w, s, flip_of, segment))
         .flatten();
-    let flipped = match (flip_of, &packed, implicit) {
-        (Some(f), None, false) => Some(flip_transpose(w, f)),
-        _ => None,
-    };
-    let weights = match (&packed, flip_of, &flipped) {
-        (Some(pa), _, _) => Weights::Packed(pa),
-        (None, _, Some(fw)) => Weights::Rows(fw.as_slice()),
-        (None, Some(of), None) => Weights::Flipped { w, of },
-        (None, None, _) => Weights::Rows(w),
-    };
-    // The explicit-patch GEMMs below read plain rows only.
-    let w = match weights {
-        Weights::Rows(rows) => rows,
-        _ => w,
+    // The explicit-patch GEMMs read plain rows, so they get the flipped weight built; the
+    // implicit ones gather it (with `implicit`, `w` stays the weight as given).
+    let flipped = flip_of.filter(|_| !implicit).map(|f| flip_transpose(w, f));
+    let w = flipped.as_deref().unwrap_or(w);
+    let weights = match (&packed, flip_of) {
+        (Some(pa), _) => Weights::Packed(pa),
+        (None, Some(of)) if implicit => Weights::Flipped { w, of },
+        _ => Weights::Rows(w),
     };
     let run = |cols: &mut Vec<T>, c: &Chunk, split: bool| {
         let n = c.ncols(s);

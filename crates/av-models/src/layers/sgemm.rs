@@ -844,13 +844,8 @@ mod avx512 {
             let mut ir = 0;
             while ir < mc {
                 let mr = MR.min(mc - ir);
-                let src = a.add(ir * a_rs);
-                let dst = abuf.add(ir * kc);
-                match panel_rows(mr) {
-                    4 => pack_panel::<4>(src, a_rs, a_cs, mr, kc, dst),
-                    8 => pack_panel::<8>(src, a_rs, a_cs, mr, kc, dst),
-                    _ => pack_panel::<MR>(src, a_rs, a_cs, mr, kc, dst),
-                }
+                let (src, dst) = (a.add(ir * a_rs), abuf.add(ir * kc));
+                pack_panel_rows(src, a_rs, a_cs, mr, panel_rows(mr), kc, dst);
                 ir += MR;
             }
         }
